@@ -1,0 +1,218 @@
+//! The wgpu context: adapter choice, device limits, error scopes, the buffer pool and the
+//! pipeline cache. Every kernel and tensor goes through a [`Gpu`].
+
+mod adapter;
+mod pipeline;
+pub(crate) mod pool;
+
+use std::sync::{Arc, Mutex};
+
+pub use adapter::{AdapterChoice, AdapterSummary};
+pub use pipeline::{Binding, Kernel, KernelSpec};
+
+use crate::error::{Error, Result};
+use pipeline::PipelineCache;
+use pool::BufferPool;
+
+/// A device and queue with cenet's caches. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<GpuInner>,
+}
+
+pub(crate) struct GpuInner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    pipelines: PipelineCache,
+    pool: Arc<BufferPool>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Opens the best adapter available (discrete, then integrated, then software), honouring
+    /// `CENET_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `CENET_ADAPTER` (a substring of
+    /// the adapter's name). Blocks; on the web use [`Gpu::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async(AdapterChoice::from_env()))
+    }
+
+    /// Opens an adapter as `choice` asks.
+    pub async fn new_async(choice: AdapterChoice) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: choice.backends(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = adapter::select(&instance, &choice).await?;
+        let summary = AdapterSummary::of(&adapter);
+        log::info!("cenet: using {summary}");
+
+        // Ask for everything the adapter offers instead of wgpu's conservative defaults, so
+        // large tensors and big workgroups work where the hardware allows them.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("cenet"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest {
+                adapter: summary.name.clone(),
+                reason: e.to_string(),
+            })?;
+
+        // wgpu's default handler panics; keep the message so the next scope check reports it.
+        let uncaptured = Arc::new(Mutex::new(None));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("cenet: uncaptured GPU error: {e}");
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                pipelines: PipelineCache::default(),
+                pool: Arc::new(BufferPool::default()),
+                device,
+                queue,
+                adapter: summary,
+                limits,
+                uncaptured,
+            }),
+        })
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The chosen adapter's name, backend and type.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.inner.adapter
+    }
+
+    /// The limits the device was opened with (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// Largest buffer one storage binding may cover, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.inner.limits.max_storage_buffer_binding_size as u64)
+            .min(self.inner.limits.max_buffer_size)
+    }
+
+    /// Checks that a buffer of `bytes` can be bound as storage; `what` names it in the error.
+    pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.max_binding_bytes();
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside a validation and out-of-memory error scope and turns anything wgpu
+    /// reports into [`Error::Gpu`]. `during` says what was being done.
+    pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = validation.pop();
+        let oom = oom.pop();
+        // On native backends the scope futures are ready at once; on the web they resolve
+        // after a round trip, which `block_on` cannot wait for, so there they are dropped and
+        // errors reach the uncaptured handler instead.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if let Some(e) = pollster::block_on(validation).or(pollster::block_on(oom)) {
+                return Err(Error::Gpu {
+                    during: during.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        drop((validation, oom));
+        self.take_uncaptured(during)?;
+        Ok(value)
+    }
+
+    /// Returns an error if wgpu reported one outside any scope since the last check.
+    pub fn take_uncaptured(&self, during: &str) -> Result<()> {
+        let mut slot = self
+            .inner
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(Error::Gpu {
+                during: during.to_string(),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The compute pipeline for `spec`, compiled once per device.
+    pub(crate) fn pipeline(&self, spec: &KernelSpec) -> Result<Arc<pipeline::Kernel>> {
+        self.inner.pipelines.get_or_create(self, spec)
+    }
+
+    /// Number of distinct pipelines compiled so far.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.inner.pipelines.len()
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.inner.pool
+    }
+
+    /// Bytes currently held by the buffer pool, free for reuse.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.inner.pool.free_bytes()
+    }
+
+    /// Waits until the queue is idle (native); a no-op on the web.
+    pub fn wait_idle(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                during: "waiting for the queue".into(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.adapter)
+            .finish()
+    }
+}

@@ -1,0 +1,66 @@
+//! Reuse of storage buffers: a dropped tensor's buffer waits here for the next tensor of the
+//! same size, so steady-state work allocates nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Usage of every tensor buffer: bound as storage, filled by copies, read back by copies.
+pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+}
+
+impl BufferPool {
+    /// A buffer of exactly `bytes` (rounded up to 4), reused when one is free.
+    pub(crate) fn take(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&bytes)
+            .and_then(Vec::pop);
+        let buffer = reused.unwrap_or_else(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cenet tensor"),
+                size: bytes,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            })
+        });
+        PooledBuffer {
+            buffer: Some(buffer),
+            pool: Arc::downgrade(self),
+        }
+    }
+
+    pub(crate) fn free_bytes(&self) -> u64 {
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.iter().map(|(size, v)| size * v.len() as u64).sum()
+    }
+}
+
+/// A buffer that goes back to its pool when dropped.
+pub(crate) struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Weak<BufferPool>,
+}
+
+impl PooledBuffer {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(buffer), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
+            let mut free = pool.free.lock().unwrap_or_else(|p| p.into_inner());
+            free.entry(buffer.size()).or_default().push(buffer);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Host side of every op family: checks shapes, picks the shader variant and workgroup
+//! layout, binds buffers and records dispatches into a [`Recorder`]. No graph knowledge.
+//!
+//! Each op has a recording form (`*_into` or taking a `&mut Recorder`) that writes into
+//! tensors the caller owns, which is what the graph executor uses, and most have a
+//! convenience form that allocates its outputs and submits at once.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod ce;
+pub mod conv;
+pub mod linear;
+pub mod loss;
+pub mod pool;
+pub mod sgd;
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Gpu, KernelSpec};
+use crate::tensor::Tensor;
+
+/// One piece of recorded work.
+enum Command {
+    Dispatch {
+        kernel: Arc<crate::gpu::Kernel>,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        from: wgpu::Buffer,
+        to: wgpu::Buffer,
+        bytes: u64,
+    },
+    Clear {
+        buffer: wgpu::Buffer,
+    },
+}
+
+/// Collects dispatches and copies, then encodes them into one command encoder and submits
+/// them once. Consecutive dispatches share one compute pass; wgpu orders their storage
+/// accesses.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    commands: Vec<Command>,
+    dispatches: usize,
+}
+
+impl<'g> Recorder<'g> {
+    /// An empty recorder on `gpu`.
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Recorder {
+            gpu,
+            commands: Vec::new(),
+            dispatches: 0,
+        }
+    }
+
+    /// The device this recorder records for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Records one dispatch of `spec` over `groups` workgroups with `buffers` bound in order
+    /// to its storage bindings and `params` (a `#[repr(C)]` struct of 4-byte fields) to its
+    /// uniform binding, which must be the last.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        spec: &KernelSpec,
+        buffers: &[&wgpu::Buffer],
+        params: Option<&P>,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let kernel = self.gpu.pipeline(spec)?;
+        let storage = kernel
+            .bindings
+            .iter()
+            .filter(|b| **b != Binding::Uniform)
+            .count();
+        if storage != buffers.len()
+            || params.is_some() != kernel.bindings.contains(&Binding::Uniform)
+        {
+            panic!(
+                "{}: bound {} buffers for {} storage bindings",
+                kernel.name,
+                buffers.len(),
+                storage
+            );
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let max = self.gpu.limits().max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::invalid(
+                "dispatch",
+                format!(
+                    "{} needs {groups:?} workgroups, over the device limit of {max}",
+                    kernel.name
+                ),
+            ));
+        }
+
+        let device = self.gpu.device();
+        let uniform = params.map(|p| {
+            // Uniform structs are sized in multiples of 16 bytes.
+            let mut bytes = bytemuck::bytes_of(p).to_vec();
+            bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("cenet params"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+        });
+        let mut entries = Vec::with_capacity(kernel.bindings.len());
+        let mut next = buffers.iter();
+        for (i, b) in kernel.bindings.iter().enumerate() {
+            let resource = match b {
+                Binding::Uniform => uniform.as_ref().expect("checked above").as_entire_binding(),
+                _ => next.next().expect("checked above").as_entire_binding(),
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
+            });
+        }
+        let bind_group = self.gpu.scoped(&format!("binding {}", kernel.name), || {
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&kernel.name),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
+        })?;
+        self.commands.push(Command::Dispatch {
+            kernel,
+            bind_group,
+            groups,
+        });
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records a copy of `from` into `to` (equal element counts).
+    pub fn copy(&mut self, from: &Tensor, to: &Tensor) -> Result<()> {
+        if from.len() != to.len() {
+            return Err(Error::shape(
+                "copy",
+                "destination",
+                to.shape(),
+                from.shape(),
+            ));
+        }
+        let bytes = from.len() as u64 * 4;
+        if bytes > 0 {
+            self.commands.push(Command::Copy {
+                from: from.buffer().clone(),
+                to: to.buffer().clone(),
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records filling `t` with zeros.
+    pub fn clear(&mut self, t: &Tensor) {
+        self.commands.push(Command::Clear {
+            buffer: t.buffer().clone(),
+        });
+    }
+
+    /// Encodes everything into one command encoder, without submitting it.
+    pub fn finish(self) -> Result<wgpu::CommandBuffer> {
+        let device = self.gpu.device();
+        let commands = self.commands;
+        self.gpu.scoped("encoding commands", || {
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("cenet"),
+            });
+            let mut i = 0;
+            while i < commands.len() {
+                match &commands[i] {
+                    Command::Dispatch { .. } => {
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: None,
+                        });
+                        while let Some(Command::Dispatch {
+                            kernel,
+                            bind_group,
+                            groups,
+                        }) = commands.get(i)
+                        {
+                            pass.set_pipeline(&kernel.pipeline);
+                            pass.set_bind_group(0, bind_group, &[]);
+                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                            i += 1;
+                        }
+                    }
+                    Command::Copy { from, to, bytes } => {
+                        encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
+                        i += 1;
+                    }
+                    Command::Clear { buffer } => {
+                        encoder.clear_buffer(buffer, 0, None);
+                        i += 1;
+                    }
+                }
+            }
+            encoder.finish()
+        })
+    }
+
+    /// Encodes and submits everything in one submission.
+    pub fn submit(self) -> Result<()> {
+        let gpu = self.gpu;
+        let commands = self.finish()?;
+        gpu.scoped("submitting commands", || {
+            gpu.queue().submit([commands]);
+        })
+    }
+}
+
+/// Workgroup counts for `total` workgroups, folded into a 2-D grid because one dimension is
+/// capped (65,535 on most devices). Shaders recover the linear index as
+/// `id.y * num_workgroups.x + id.x` and skip indices past the end.
+pub fn grid(gpu: &Gpu, total: u32) -> [u32; 3] {
+    let max = gpu.limits().max_compute_workgroups_per_dimension.max(1);
+    if total <= max {
+        [total, 1, 1]
+    } else {
+        let y = total.div_ceil(max);
+        [total.div_ceil(y), y, 1]
+    }
+}
+
+/// Workgroups needed for `n` items at `per_group` items each, as a folded grid.
+pub fn grid_for(gpu: &Gpu, n: usize, per_group: usize) -> [u32; 3] {
+    grid(gpu, n.div_ceil(per_group) as u32)
+}
+
+/// Checks that `t` has exactly `expected` as its shape, naming `op` and `what` otherwise.
+pub fn expect_shape(op: &'static str, what: &str, t: &Tensor, expected: &[usize]) -> Result<()> {
+    if t.shape() != expected {
+        return Err(Error::shape(op, what, t.shape(), expected));
+    }
+    Ok(())
+}
+
+/// Checks that `t` is 4-D (N, C, H, W) and returns its dimensions.
+pub fn expect_nchw(op: &'static str, what: &str, t: &Tensor) -> Result<[usize; 4]> {
+    match t.shape() {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        other => Err(Error::invalid(
+            op,
+            format!("{what} must be 4-D [N, C, H, W], got {other:?}"),
+        )),
+    }
+}
