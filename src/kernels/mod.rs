@@ -46,6 +46,7 @@ pub struct Recorder<'g> {
     gpu: &'g Gpu,
     commands: Vec<Command>,
     dispatches: usize,
+    scratch: Vec<Tensor>,
 }
 
 impl<'g> Recorder<'g> {
@@ -55,6 +56,7 @@ impl<'g> Recorder<'g> {
             gpu,
             commands: Vec::new(),
             dispatches: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -147,6 +149,14 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    /// A temporary tensor that lives until this recorder is submitted or dropped, so its
+    /// buffer cannot be handed to another tensor while recorded work still uses it.
+    pub fn scratch(&mut self, shape: &[usize], what: &str) -> Result<Tensor> {
+        let t = Tensor::uninit(self.gpu, shape, crate::tensor::DType::F32, what)?;
+        self.scratch.push(t.clone());
+        Ok(t)
+    }
+
     /// Records a copy of `from` into `to` (equal element counts).
     pub fn copy(&mut self, from: &Tensor, to: &Tensor) -> Result<()> {
         if from.len() != to.len() {
@@ -179,6 +189,9 @@ impl<'g> Recorder<'g> {
     pub fn finish(self) -> Result<wgpu::CommandBuffer> {
         let device = self.gpu.device();
         let commands = self.commands;
+        // Scratch buffers return to the pool after encoding; work queued later on the same
+        // queue that reuses them runs after this submission.
+        let _scratch = self.scratch;
         self.gpu.scoped("encoding commands", || {
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("cenet"),
