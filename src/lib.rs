@@ -21,7 +21,9 @@
 
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
+pub mod nn;
 pub mod shaders;
 pub mod tensor;
 

@@ -10,11 +10,17 @@ use common::*;
 
 #[test]
 fn no_matching_adapter_says_what_to_install() {
-    let choice = AdapterChoice { backend: None, name: Some("no-such-adapter-anywhere".into()) };
+    let choice = AdapterChoice {
+        backend: None,
+        name: Some("no-such-adapter-anywhere".into()),
+    };
     let err = pollster::block_on(Gpu::new_async(choice)).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::NoAdapter { .. }), "{text}");
-    assert!(text.contains("no-such-adapter-anywhere") && text.contains("mesa-vulkan-drivers"), "{text}");
+    assert!(
+        text.contains("no-such-adapter-anywhere") && text.contains("mesa-vulkan-drivers"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -32,8 +38,13 @@ fn upload_and_readback_round_trip_f32_and_u32() {
 
 #[test]
 fn upload_of_wrong_length_names_the_shape() {
-    let err = Tensor::from_slice(gpu(), &[2, 3], &[1.0; 5]).unwrap_err().to_string();
-    assert!(err.contains("5") && err.contains("[2, 3]") && err.contains('6'), "{err}");
+    let err = Tensor::from_slice(gpu(), &[2, 3], &[1.0; 5])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("5") && err.contains("[2, 3]") && err.contains('6'),
+        "{err}"
+    );
 }
 
 #[test]
@@ -43,7 +54,10 @@ fn tensor_over_the_binding_limit_is_an_error_naming_it() {
     let err = Tensor::uninit(gpu(), &[elements], DType::F32, "activations").unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::TooLarge { .. }), "{text}");
-    assert!(text.contains("activations") && text.contains(&limit.to_string()), "{text}");
+    assert!(
+        text.contains("activations") && text.contains(&limit.to_string()),
+        "{text}"
+    );
 }
 
 #[test]
@@ -87,9 +101,14 @@ fn dispatches_past_one_dimension_limit_cover_every_element() {
     let max = gpu().limits().max_compute_workgroups_per_dimension as usize;
     // One more workgroup than a single dimension allows, plus a partial one.
     let n = 256 * max + 300;
-    let values: Vec<f32> = (0..n).map(|i| if i % 2 == 0 { -1.0 } else { (i % 1000) as f32 }).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|i| if i % 2 == 0 { -1.0 } else { (i % 1000) as f32 })
+        .collect();
     let x = Tensor::from_slice(gpu(), &[n], &values).unwrap();
     let y = activation::relu(gpu(), &x).unwrap().to_vec(gpu()).unwrap();
-    let wrong = y.iter().zip(&values).position(|(got, v)| *got != v.max(0.0));
+    let wrong = y
+        .iter()
+        .zip(&values)
+        .position(|(got, v)| *got != v.max(0.0));
     assert_eq!(wrong, None, "first wrong element");
 }

@@ -15,7 +15,12 @@ fn parse(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     // WebGPU's capabilities: nothing optional (no f64, no f16, no subgroups, no immediates).
     let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}.wgsl does not validate:\n{}", e.emit_to_string(source)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{name}.wgsl does not validate:\n{}",
+                e.emit_to_string(source)
+            )
+        });
     (module, info)
 }
 
@@ -25,7 +30,12 @@ fn every_shader_validates_with_webgpu_capabilities() {
     for (name, source) in cenet::shaders::SOURCES {
         let (module, _) = parse(name, source);
         for ep in &module.entry_points {
-            assert_eq!(ep.stage, naga::ShaderStage::Compute, "{name}::{} is not a compute entry", ep.name);
+            assert_eq!(
+                ep.stage,
+                naga::ShaderStage::Compute,
+                "{name}::{} is not a compute entry",
+                ep.name
+            );
             let [x, y, z] = ep.workgroup_size;
             assert!(
                 x * y * z <= MAX_WORKGROUP_INVOCATIONS,
@@ -63,15 +73,27 @@ fn every_shader_translates_for_vulkan_metal_dx12_and_gl() {
         spv::write_vec(&module, &info, &spv::Options::default(), None)
             .unwrap_or_else(|e| panic!("{name}.wgsl → SPIR-V (Vulkan): {e}"));
 
-        let msl_options = msl::Options { lang_version: (2, 1), ..Default::default() };
-        msl::write_string(&module, &info, &msl_options, &msl::PipelineOptions::default())
-            .unwrap_or_else(|e| panic!("{name}.wgsl → MSL (Metal): {e}"));
+        let msl_options = msl::Options {
+            lang_version: (2, 1),
+            ..Default::default()
+        };
+        msl::write_string(
+            &module,
+            &info,
+            &msl_options,
+            &msl::PipelineOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}.wgsl → MSL (Metal): {e}"));
 
         let mut hlsl_out = String::new();
         let hlsl_options = hlsl::Options::default();
-        hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl::PipelineOptions::default())
-            .write(&module, &info, None)
-            .unwrap_or_else(|e| panic!("{name}.wgsl → HLSL (DX12): {e}"));
+        hlsl::Writer::new(
+            &mut hlsl_out,
+            &hlsl_options,
+            &hlsl::PipelineOptions::default(),
+        )
+        .write(&module, &info, None)
+        .unwrap_or_else(|e| panic!("{name}.wgsl → HLSL (DX12): {e}"));
 
         for ep in &module.entry_points {
             let mut glsl_out = String::new();
@@ -81,9 +103,16 @@ fn every_shader_translates_for_vulkan_metal_dx12_and_gl() {
                 entry_point: ep.name.clone(),
                 multiview: None,
             };
-            glsl::Writer::new(&mut glsl_out, &module, &info, &options, &pipeline, Default::default())
-                .and_then(|mut w| w.write())
-                .unwrap_or_else(|e| panic!("{name}.wgsl::{} → GLSL ES 3.1 (GL): {e:?}", ep.name));
+            glsl::Writer::new(
+                &mut glsl_out,
+                &module,
+                &info,
+                &options,
+                &pipeline,
+                Default::default(),
+            )
+            .and_then(|mut w| w.write())
+            .unwrap_or_else(|e| panic!("{name}.wgsl::{} → GLSL ES 3.1 (GL): {e:?}", ep.name));
         }
     }
 }
