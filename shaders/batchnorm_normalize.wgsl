@@ -1,0 +1,53 @@
+// Batch normalisation, the elementwise pass: y = (x − mean[c]) · s[c] · weight[c] + bias[c],
+// one thread per element, with s = 1/sqrt(var + eps). In training `spread` holds the saved
+// batch inv_std directly; in evaluation it holds the running variance and s is computed here.
+// Subtracting the mean before scaling keeps y accurate when the mean is large.
+//
+// x, y:                        [N, C, H, W] row-major
+// mean, spread, weight, bias:  [C]
+
+struct Params {
+    n: u32,       // N·C·H·W
+    channels: u32,
+    plane: u32,   // H·W
+    eps: f32,     // used by normalize_running only
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> mean: array<f32>;
+@group(0) @binding(2) var<storage, read> spread: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+const WORKGROUP: u32 = 256u;
+
+fn index(wid: vec3<u32>, lid: u32, groups: vec3<u32>) -> u32 {
+    return (wid.y * groups.x + wid.x) * WORKGROUP + lid;
+}
+
+// Training: spread = inv_std of the batch.
+@compute @workgroup_size(256)
+fn normalize_batch(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = index(wid, lid, groups);
+    if (i < params.n) {
+        let c = (i / params.plane) % params.channels;
+        y[i] = (x[i] - mean[c]) * spread[c] * weight[c] + bias[c];
+    }
+}
+
+// Evaluation: mean = running mean, spread = running variance.
+@compute @workgroup_size(256)
+fn normalize_running(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32,
+                     @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = index(wid, lid, groups);
+    if (i < params.n) {
+        let c = (i / params.plane) % params.channels;
+        let inv_std = 1.0 / sqrt(spread[c] + params.eps);
+        y[i] = (x[i] - mean[c]) * inv_std * weight[c] + bias[c];
+    }
+}
