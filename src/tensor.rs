@@ -141,6 +141,17 @@ impl Tensor {
         })
     }
 
+    /// The same buffer seen as a smaller (or equal) tensor of `shape` and `dtype`: how the
+    /// executor lays planned tensors over shared buffers.
+    pub fn view(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let capacity = self.buffer().size() / 4;
+        let elements: usize = shape.iter().product();
+        if elements as u64 > capacity {
+            return Err(Error::shape("view", "elements over the buffer's capacity", shape, &[capacity as usize]));
+        }
+        Ok(Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype })
+    }
+
     /// The underlying wgpu buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.buffer()

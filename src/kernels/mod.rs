@@ -37,6 +37,12 @@ enum Command {
     Clear {
         buffer: wgpu::Buffer,
     },
+    CopyToBuffer {
+        from: wgpu::Buffer,
+        to: wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    },
 }
 
 /// Collects dispatches and copies, then encodes them into one command encoder and submits
@@ -178,6 +184,19 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    /// Records a copy of `from` into `to` at byte `offset` (a staging buffer for readback).
+    pub fn copy_to_buffer(&mut self, from: &Tensor, to: &wgpu::Buffer, offset: u64) {
+        let bytes = from.len() as u64 * 4;
+        if bytes > 0 {
+            self.commands.push(Command::CopyToBuffer {
+                from: from.buffer().clone(),
+                to: to.clone(),
+                offset,
+                bytes,
+            });
+        }
+    }
+
     /// Records filling `t` with zeros.
     pub fn clear(&mut self, t: &Tensor) {
         self.commands.push(Command::Clear {
@@ -218,6 +237,10 @@ impl<'g> Recorder<'g> {
                     }
                     Command::Copy { from, to, bytes } => {
                         encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
+                        i += 1;
+                    }
+                    Command::CopyToBuffer { from, to, offset, bytes } => {
+                        encoder.copy_buffer_to_buffer(from, 0, to, *offset, *bytes);
                         i += 1;
                     }
                     Command::Clear { buffer } => {
