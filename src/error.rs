@@ -90,6 +90,16 @@ pub enum Error {
         /// The tensor's shape.
         shape: Vec<usize>,
     },
+
+    // --- Data sets --------------------------------------------------------------------------
+    /// A data-set file (or folder) is missing, unreadable or malformed.
+    #[error("{}: {message}", file.display())]
+    Data {
+        /// The file or folder concerned.
+        file: std::path::PathBuf,
+        /// What is wrong with it, with the offending values.
+        message: String,
+    },
 }
 
 /// Short for `std::result::Result<T, cenet::Error>`.
