@@ -1,5 +1,7 @@
 //! The crate's one error type.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 /// Everything that can go wrong in cenet, grouped by concern.
@@ -53,6 +55,16 @@ pub enum Error {
         bytes: u64,
         /// The device limit `max_storage_buffer_binding_size`.
         limit: u64,
+    },
+
+    // --- Checkpoints ------------------------------------------------------------------------
+    /// A checkpoint could not be written or read, or does not match what was expected of it.
+    #[error("checkpoint {}: {message}", file.display())]
+    Checkpoint {
+        /// The checkpoint file (or the name given to bytes that did not come from a file).
+        file: PathBuf,
+        /// What is wrong, with every offending tensor named.
+        message: String,
     },
 
     // --- Shapes and arguments ---------------------------------------------------------------

@@ -19,6 +19,7 @@
 //! # Ok::<(), cenet::Error>(())
 //! ```
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod gpu;
