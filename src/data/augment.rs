@@ -2,7 +2,7 @@
 //! random horizontal flip, as used to train ResNets on CIFAR.
 
 use super::dataset::IMAGE_SIZE;
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Which augmentations to draw for each training image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

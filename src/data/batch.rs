@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::augment::Augment;
 use super::dataset::{Dataset, IMAGE_SIZE, PIXELS_PER_CHANNEL};
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::error::{Error, Result};
 
 /// How a [`Batcher`] walks its data set.

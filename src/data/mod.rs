@@ -33,7 +33,6 @@ pub mod cifar;
 pub mod dataset;
 pub mod idx;
 pub mod normalize;
-pub mod rng;
 pub mod synthetic;
 
 use std::path::Path;
@@ -44,7 +43,7 @@ pub use cifar::{load_cifar10, load_cifar100, write_cifar100_bin, write_cifar_bin
 pub use dataset::{Dataset, Split, IMAGE_SIZE, PIXELS_PER_CHANNEL};
 pub use idx::{load_fashion_mnist, load_mnist, IdxSet};
 pub use normalize::Normalization;
-pub use rng::SplitMix64;
+pub use crate::rng::SplitMix64;
 
 use crate::error::{Error, Result};
 

@@ -14,7 +14,7 @@ use std::f64::consts::{PI, TAU};
 
 use super::dataset::{Dataset, Split, IMAGE_SIZE, PIXELS_PER_CHANNEL};
 use super::normalize::Normalization;
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::error::Result;
 
 /// Number of classes.
