@@ -1,7 +1,6 @@
 // The d×d part of the CE backward, one workgroup per group g, one thread per entry (i, k):
-// 1. sum the per-(sample, slice) blocks of ce_stats_backward into D = Σ_j dY_j x_jᵀ and
-//    the row sums of dY; the per-sample diagonals are E[n, c] = Σ_hw dY·X, written to the
-//    reweighting gradients;
+// 1. sum the per-block sums of ce_combine_backward into D = Σ_j dY_j x_jᵀ and the row
+//    sums of dY;
 // 2. Ā_T = λ·D_in with D_in = D (released form) or D − (Σ dY) μᵀ (centred, where it is
 //    also scaled by sqrt(r) and feeds dr); backward through the T Newton–Schulz steps
 //        dS += −0.5 (P_k³)ᵀ Ā_{k+1};
@@ -10,11 +9,10 @@
 // 3. the per-group pieces of the fused dX pass: K = λ Wmᵀ, B = (dΣ + dΣᵀ)/m, μ, the
 //    centred variant's offset c = −K (Σ dY)/m, and ⟨D_in, Wm⟩ for dθ.
 //
-// partials:    [N, G, S, d + d²]: dY row sums, then D blocks
+// block_stats: [G, blocks, d + d²]: dY row sums, then D per block
 // group_stats: [G, d + (T + 2) d²]: μ, Σ, P_1 .. P_T, Wm
 // scalars:     [4]: κ, λ, ..
 // bd_grad:     [G, 2d² + 2d + 1]: K, B, μ, c, ⟨D_in, Wm⟩
-// ar_grad:     [N, 3C + 4C/r + 1]: E[n, c] in the first C entries of each row
 
 // Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
 struct Params {
@@ -36,14 +34,15 @@ struct Params {
     mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
     mu_offset: u32,
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
 }
 
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(0) var<storage, read> block_stats: array<f32>;
 @group(0) @binding(1) var<storage, read> group_stats: array<f32>;
 @group(0) @binding(2) var<storage, read> scalars: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bd_grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ar_grad: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = 256u;
 
@@ -87,28 +86,18 @@ fn ce_newton_backward(@builtin(workgroup_id) wid: vec3<u32>,
     let i = e / d;
     let k = e % d;
     let unit_stride = d + dd;
-    let ag_stride = 3u * p.c + 4u * p.hidden + 1u;
 
-    // 1. Second level of the reductions: slices within a sample, then samples.
+    // 1. Last level of the reductions: the blocks.
     var dsum = 0.0;
     if (in_matrix) {
-        for (var n = 0u; n < p.n; n += 1u) {
-            var part = 0.0;
-            for (var s = 0u; s < p.slices; s += 1u) {
-                part += partials[((n * p.groups + g) * p.slices + s) * unit_stride + d + e];
-            }
-            dsum += part;
-            if (i == k) {
-                ar_grad[n * ag_stride + g * d + i] = part;
-            }
+        for (var b = 0u; b < p.blocks; b += 1u) {
+            dsum += block_stats[(g * p.blocks + b) * unit_stride + d + e];
         }
     }
     if (lid < d) {
         var total = 0.0;
-        for (var u = 0u; u < p.n * p.slices; u += 1u) {
-            let n = u / p.slices;
-            let s = u % p.slices;
-            total += partials[((n * p.groups + g) * p.slices + s) * unit_stride + lid];
+        for (var b = 0u; b < p.blocks; b += 1u) {
+            total += block_stats[(g * p.blocks + b) * unit_stride + lid];
         }
         dy_sum[lid] = total;
     }

@@ -1,13 +1,13 @@
 // Second level of the CE statistics and the Newton–Schulz whitening, one workgroup per
 // group g, one thread per entry (i, k) of the d×d matrices:
-// 1. combine the (sample, slice) partials of ce_stats_forward with Chan's formula into
-//    the group mean μ and Σ = co-moment / m + εI (m = N·H·W);
+// 1. combine the per-block partials of ce_combine_forward with Chan's formula into the
+//    group mean μ and Σ = co-moment / m + εI (m = N·H·W);
 // 2. S = Σ / tr Σ, P₀ = I, P_{k+1} = 1.5 P_k − 0.5 P_k³ S for k < T, in workgroup memory;
 // 3. the applied matrix Wm = P_T (or P_T / sqrt(tr Σ) in the centred variant), and the
 //    running statistics: running_wm ← (1 − momentum) running_wm + momentum Wm, likewise
 //    running_mean with μ.
 //
-// partials:     [N, G, S, d + d²] slice means, then co-moments (see ce_stats_forward)
+// block_stats:  [G, blocks, d + d²]: block means, then block co-moments
 // group_stats:  [G, d + (T + 2) d²]: μ, Σ, P_1 .. P_T, Wm (all d×d row-major)
 // running_wm:   [G, d, d]
 // running_mean: [G, d]
@@ -32,9 +32,11 @@ struct Params {
     mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
     mu_offset: u32,
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
 }
 
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(0) var<storage, read> block_stats: array<f32>;
 @group(0) @binding(1) var<storage, read_write> group_stats: array<f32>;
 @group(0) @binding(2) var<storage, read_write> running_wm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> running_mean: array<f32>;
@@ -60,25 +62,24 @@ fn ce_newton_forward(@builtin(workgroup_id) wid: vec3<u32>,
     let k = e % d;
     let unit_stride = d + dd;
 
-    // Chan's combination over every (sample, slice) unit of this group. Each thread keeps
-    // its own copy of the two running means it needs.
+    // Chan's combination over the blocks of this group. Each thread keeps its own copy of
+    // the two running means it needs.
     var cnt = 0.0;
     var mi = 0.0;
     var mk = 0.0;
     var m2 = 0.0;
     if (in_matrix) {
-        for (var n = 0u; n < p.n; n += 1u) {
-            for (var s = 0u; s < p.slices; s += 1u) {
-                let off = ((n * p.groups + g) * p.slices + s) * unit_stride;
-                let nb = f32(min(p.slice_len, p.hw - s * p.slice_len));
-                let total = cnt + nb;
-                let di = partials[off + i] - mi;
-                let dk = partials[off + k] - mk;
-                m2 += partials[off + d + e] + di * dk * (cnt * nb / total);
-                mi += di * (nb / total);
-                mk += dk * (nb / total);
-                cnt = total;
-            }
+        for (var b = 0u; b < p.blocks; b += 1u) {
+            let off = (g * p.blocks + b) * unit_stride;
+            let samples = min(p.block_samples, p.n - b * p.block_samples);
+            let nb = f32(samples * p.hw);
+            let total = cnt + nb;
+            let di = block_stats[off + i] - mi;
+            let dk = block_stats[off + k] - mk;
+            m2 += block_stats[off + d + e] + di * dk * (cnt * nb / total);
+            mi += di * (nb / total);
+            mk += dk * (nb / total);
+            cnt = total;
         }
     }
     var sigma = m2 / cnt;

@@ -1,12 +1,9 @@
-// The reweighting branch of CE, one workgroup per sample n:
-// 1. per channel c, the spatial mean x̄[n,c] and unbiased variance v[n,c] (co-moment /
-//    (H·W − 1)), combining the slice partials of ce_stats_forward with Chan's formula;
-// 2. h = W1 v (no bias), layer norm over the C/r features (biased variance, eps ln_eps)
-//    giving ĥ, a = ReLU(γ ĥ + β), s = sigmoid(W2 a).
-// Intermediate values live in this sample's row of sample_stats; storageBarrier makes one
-// thread's writes visible to the others before they are read.
+// The reweighting MLP of CE, one workgroup per sample n: from v[n, ·], the unbiased
+// spatial variance written by ce_combine_forward, h = W1 v (no bias), a layer norm over the
+// C/r features (biased variance, eps ln_eps) giving ĥ, a = ReLU(γ ĥ + β), and
+// s = sigmoid(W2 a). Intermediate values live in this sample's row of sample_stats;
+// storageBarrier makes one thread's writes visible to the others before they are read.
 //
-// partials:     [N, G, S, d + d²] slice means, then co-moments
 // w1:           [C/r, C]
 // gamma, beta:  [C/r]
 // w2:           [C, C/r]
@@ -32,15 +29,16 @@ struct Params {
     mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
     mu_offset: u32,
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
 }
 
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read> w1: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read> w2: array<f32>;
-@group(0) @binding(5) var<storage, read_write> sample_stats: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> w1: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> beta: array<f32>;
+@group(0) @binding(3) var<storage, read> w2: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sample_stats: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const WG: u32 = 256u;
 
@@ -70,29 +68,8 @@ fn ce_reweight_forward(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let c_n = p.c;
     let hidden = p.hidden;
-    let d = p.d;
     let row = n * (3u * c_n + hidden + 1u);
     let off_hhat = row + 3u * c_n;
-
-    for (var c = lid; c < c_n; c += WG) {
-        let g = c / d;
-        let i = c % d;
-        var cnt = 0.0;
-        var mean = 0.0;
-        var m2 = 0.0;
-        for (var s = 0u; s < p.slices; s += 1u) {
-            let off = ((n * p.groups + g) * p.slices + s) * (d + d * d);
-            let nb = f32(min(p.slice_len, p.hw - s * p.slice_len));
-            let total = cnt + nb;
-            let delta = partials[off + i] - mean;
-            m2 += partials[off + d + i * d + i] + delta * delta * (cnt * nb / total);
-            mean += delta * (nb / total);
-            cnt = total;
-        }
-        sample_stats[row + c] = m2 / f32(p.hw - 1u);
-        sample_stats[row + c_n + c] = mean;
-    }
-    storageBarrier();
 
     var h_sum = 0.0;
     for (var f = lid; f < hidden; f += WG) {

@@ -27,6 +27,8 @@ struct Params {
     mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
     mu_offset: u32,
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
 }
 
 @group(0) @binding(0) var<storage, read> sample_stats: array<f32>;

@@ -1,5 +1,6 @@
 // Gradients of the reweighting MLP's weights, summing the per-sample pieces written by
-// ce_reweight_backward over the batch; one thread per output element:
+// ce_reweight_backward over the batch. Each workgroup owns 16 consecutive outputs of the
+// list [dW1 | dW2 | dγ | dβ]; 16 lanes per output split the samples, then add up:
 //     dW1[f, c] = Σ_n dh[n, f] v[n, c];   dW2[c, f] = Σ_n dz[n, c] a[n, f];
 //     dγ[f] = Σ_n dhl[n, f] ĥ[n, f];      dβ[f] = Σ_n dhl[n, f].
 //
@@ -27,6 +28,8 @@ struct Params {
     mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
     mu_offset: u32,
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
 }
 
 @group(0) @binding(0) var<storage, read> ar_grad: array<f32>;
@@ -37,47 +40,70 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dbeta: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
 
-const WG: u32 = 256u;
+const OUTPUTS: u32 = 16u;   // outputs per workgroup
+const LANES: u32 = 16u;     // threads sharing one output's sum over the batch
+
+var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn ce_weight_grad(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
-    let o = (wid.y * nwg.x + wid.x) * WG + lid;
+    let o = (wid.y * nwg.x + wid.x) * OUTPUTS + lid % OUTPUTS;
+    let lane = lid / OUTPUTS;
     let c_n = p.c;
     let hidden = p.hidden;
     let ag_stride = 3u * c_n + 4u * hidden + 1u;
     let ss_stride = 3u * c_n + hidden + 1u;
     let weights = hidden * c_n;
+    let total = 2u * weights + 2u * hidden;
+
+    // Where output o reads its two factors per sample (the second is 1 for dγ and dβ).
+    var first = 0u;
+    var second = 0u;
+    var in_sample_stats = false;
+    var single = false;
     if (o < weights) {
-        let f = o / c_n;
-        let c = o % c_n;
-        var acc = 0.0;
-        for (var n = 0u; n < p.n; n += 1u) {
-            acc += ar_grad[n * ag_stride + 3u * c_n + hidden + f] * sample_stats[n * ss_stride + c];
-        }
-        dw1[o] = acc;
+        first = 3u * c_n + hidden + o / c_n;       // dh[f]
+        second = o % c_n;                          // v[c] in sample_stats
+        in_sample_stats = true;
     } else if (o < 2u * weights) {
-        let c = (o - weights) / hidden;
-        let f = (o - weights) % hidden;
-        var acc = 0.0;
-        for (var n = 0u; n < p.n; n += 1u) {
-            let row = n * ag_stride;
-            acc += ar_grad[row + 2u * c_n + c] * ar_grad[row + 3u * c_n + f];
-        }
-        dw2[o - weights] = acc;
-    } else if (o < 2u * weights + 2u * hidden) {
+        first = 2u * c_n + (o - weights) / hidden; // dz[c]
+        second = 3u * c_n + (o - weights) % hidden; // a[f]
+    } else if (o < total) {
         let f = (o - 2u * weights) % hidden;
         let is_beta = o - 2u * weights >= hidden;
-        let slot = select(3u * c_n + 3u * hidden, 3u * c_n + 2u * hidden, is_beta) + f;
-        var acc = 0.0;
-        for (var n = 0u; n < p.n; n += 1u) {
-            acc += ar_grad[n * ag_stride + slot];
+        first = select(3u * c_n + 3u * hidden, 3u * c_n + 2u * hidden, is_beta) + f;
+        single = true;
+    }
+    var acc = 0.0;
+    if (o < total) {
+        for (var n = lane; n < p.n; n += LANES) {
+            let a = ar_grad[n * ag_stride + first];
+            var b = 1.0;
+            if (in_sample_stats) {
+                b = sample_stats[n * ss_stride + second];
+            } else if (!single) {
+                b = ar_grad[n * ag_stride + second];
+            }
+            acc += a * b;
         }
-        if (is_beta) {
-            dbeta[f] = acc;
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    if (lane == 0u && o < total) {
+        var sum = 0.0;
+        for (var l = 0u; l < LANES; l += 1u) {
+            sum += red[l * OUTPUTS + lid];
+        }
+        if (o < weights) {
+            dw1[o] = sum;
+        } else if (o < 2u * weights) {
+            dw2[o - weights] = sum;
+        } else if (o - 2u * weights < hidden) {
+            dgamma[o - 2u * weights] = sum;
         } else {
-            dgamma[f] = acc;
+            dbeta[o - 2u * weights - hidden] = sum;
         }
     }
 }

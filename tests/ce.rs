@@ -31,6 +31,7 @@ struct Case {
     h: usize,
     w: usize,
     centred: bool,
+    group_size: usize,
 }
 
 impl Case {
@@ -41,6 +42,7 @@ impl Case {
             h,
             w,
             centred: false,
+            group_size: 16,
         }
     }
 
@@ -55,6 +57,7 @@ impl Case {
     fn options(&self) -> CeOptions {
         CeOptions {
             centred: self.centred,
+            group_size: self.group_size,
             ..CeOptions::default()
         }
     }
@@ -234,6 +237,34 @@ fn ce_matches_reference_for_64_channels_batch_1_at_32x32() {
 }
 
 #[test]
+fn ce_matches_reference_with_uneven_slices_and_a_partial_block_batch_7_at_31x29() {
+    // 899 positions split into slices of 300, 300, 299; blocks of 5 samples, then 2.
+    let state = CeState::new(gpu(), 16, CeOptions::default(), 0).unwrap();
+    let geo = state.geometry(&[7, 16, 31, 29]).unwrap();
+    assert_eq!(
+        (geo.slices, geo.slice_len, geo.block_samples, geo.blocks),
+        (3, 300, 5, 2)
+    );
+    check_case(Case::new(7, 16, 31, 29), 16);
+}
+
+#[test]
+fn ce_matches_reference_for_20_channels_in_groups_of_4_batch_3_at_7x5() {
+    check_case(Case::new(3, 20, 7, 5), 17);
+}
+
+#[test]
+fn ce_matches_reference_for_24_channels_in_groups_of_12_batch_3_at_5x7() {
+    check_case(
+        Case {
+            group_size: 12,
+            ..Case::new(3, 24, 5, 7)
+        },
+        18,
+    );
+}
+
+#[test]
 fn ce_centred_variant_matches_reference_for_32_channels_batch_2_at_7x5() {
     check_case(
         Case {
@@ -251,6 +282,12 @@ fn ce_covariance_and_output_keep_their_accuracy_over_131072_positions() {
     let mut rng = Rng::new(21);
     let params = random_params(&mut rng, case.c, case.c / 4);
     let mut state = gpu_block(&case, &params);
+    let geo = state.geometry(&case.shape()).unwrap();
+    assert_eq!(
+        (geo.slices, geo.blocks),
+        (2, 16),
+        "two levels of partials are combined"
+    );
     let cfg = config(&case, &state);
     let x = bn_like_input(&mut rng, case.shape(), 4.0);
     let xt = upload(&case.shape(), &x);

@@ -13,16 +13,19 @@
 //! Kernel plan (`shaders/ce_*.wgsl`), forward:
 //! 1. `ce_stats_forward`: one read of X; per (sample, group, slice of H·W) the mean and the
 //!    centred d×d co-moment, accumulated chunk by chunk with Chan's combination;
-//! 2. `ce_newton_forward` (training): one workgroup per group combines the partials into μ
-//!    and Σ, runs the Newton–Schulz steps and updates running_wm and running_mean;
-//! 3. `ce_reweight_forward`: one workgroup per sample: v and x̄ from the partials, the MLP, s;
-//! 4. `ce_scale`: κ (or running_scale), λ, and the running_scale update;
-//! 5. `ce_apply`: one read of X, one write of Y.
+//! 2. `ce_combine_forward`: per (group, block of ≤ 16 partials) the per-(n, c) spatial mean
+//!    and variance, and a block mean and co-moment (Chan again);
+//! 3. `ce_newton_forward` (training): one workgroup per group combines the blocks into μ and
+//!    Σ, runs the Newton–Schulz steps and updates running_wm and running_mean;
+//! 4. `ce_reweight_forward`: one workgroup per sample runs the MLP for s;
+//! 5. `ce_scale`: κ (or running_scale), λ, and the running_scale update;
+//! 6. `ce_apply`: one read of X, one write of Y.
 //!
-//! Backward: `ce_stats_backward` (one read of X and dY: G·xᵀ per group and Σ_hw dY·X per
-//! (n,c) as the diagonal of per-sample blocks), `ce_newton_backward` (the d×d work),
-//! `ce_reweight_backward` (the MLP per sample), `ce_weight_grad` (reductions over the batch),
-//! `ce_backward_scalars` (dθ, dκ) and `ce_input_grad` (one fused pass for dX).
+//! Backward: `ce_stats_backward` (one read of X and dY: per (sample, group, slice) the d×d
+//! block Σ dY·xᵀ, whose diagonal is Σ_hw dY·X), `ce_combine_backward` (blocks of those,
+//! and the per-(n, c) diagonals), `ce_newton_backward` (the d×d work), `ce_reweight_backward`
+//! (the MLP per sample), `ce_weight_grad` (sums over the batch), `ce_backward_scalars`
+//! (dθ, dκ) and `ce_input_grad` (one fused pass for dX).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, KernelSpec};
@@ -34,12 +37,17 @@ const OP: &str = "ce";
 const WORKGROUP: usize = 256;
 /// Largest group size: the d×d work uses one thread per matrix entry.
 pub const MAX_GROUP_SIZE: usize = 16;
+/// Outputs per workgroup of `ce_weight_grad` (`OUTPUTS` there).
+const WEIGHT_GRAD_OUTPUTS: usize = 16;
 /// Layer-norm epsilon inside the reweighting MLP (PyTorch's default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 /// Aim for at least this many workgroups in the statistics passes by splitting H·W into
 /// slices, but never slices shorter than `MIN_SLICE` positions.
 const TARGET_WORKGROUPS: usize = 256;
 const MIN_SLICE: usize = 256;
+/// Most partials one thread combines serially in the combine passes: a block holds
+/// max(1, 16 / S) samples, so the last level combines ⌈N / block⌉ blocks.
+const COMBINE_UNITS: usize = 16;
 
 /// Hyper-parameters of a CE block.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,6 +103,10 @@ pub struct CeGeometry {
     pub slices: usize,
     /// Positions per slice (the last may be shorter).
     pub slice_len: usize,
+    /// Samples per block of the combine passes.
+    pub block_samples: usize,
+    /// Blocks per group, ⌈N / block_samples⌉.
+    pub blocks: usize,
 }
 
 impl CeGeometry {
@@ -332,6 +344,8 @@ impl CeState {
         let wanted = TARGET_WORKGROUPS.div_ceil(n * groups);
         let slices = wanted.min(hw / MIN_SLICE).max(1);
         let slice_len = hw.div_ceil(slices);
+        let slices = hw.div_ceil(slice_len);
+        let block_samples = (COMBINE_UNITS / slices).max(1);
         Ok(CeGeometry {
             n,
             c,
@@ -341,8 +355,10 @@ impl CeState {
             groups,
             hidden: self.hidden(),
             iterations: self.options.iterations,
-            slices: hw.div_ceil(slice_len),
+            slices,
             slice_len,
+            block_samples,
+            blocks: n.div_ceil(block_samples),
         })
     }
 
@@ -376,6 +392,8 @@ pub struct CeSaved {
     /// [N·G·S, d + d²] per-(sample, group, slice) partial statistics (forward: means and
     /// co-moments; backward: dY sums and dY·xᵀ).
     partials: Tensor,
+    /// [G·blocks, d + d²]: the same, combined over blocks of samples.
+    block_stats: Tensor,
     /// [G, d + (T+2)d²]: μ, Σ (+εI), P_1..P_T, the applied matrix (P_T or P_T/sqrt(tr Σ)).
     group_stats: Tensor,
     /// [N, 3C + C/r + 1]: v, x̄, s, ĥ, 1/σ of the layer norm.
@@ -397,6 +415,10 @@ impl CeSaved {
             geometry: geo,
             mode: None,
             partials: alloc(&[geo.units(), geo.unit_stride()], "ce partial statistics")?,
+            block_stats: alloc(
+                &[geo.groups * geo.blocks, geo.unit_stride()],
+                "ce block statistics",
+            )?,
             group_stats: alloc(&[geo.groups, geo.group_stride()], "ce group statistics")?,
             sample_stats: alloc(&[geo.n, geo.sample_stride()], "ce sample statistics")?,
             scalars: Tensor::zeros(gpu, &[4])?,
@@ -519,6 +541,8 @@ struct Params {
     mu_stride: u32,
     mu_offset: u32,
     ln_eps: f32,
+    block_samples: u32,
+    blocks: u32,
 }
 
 fn params(geo: &CeGeometry, options: &CeOptions, mode: CeMode) -> Params {
@@ -548,6 +572,8 @@ fn params(geo: &CeGeometry, options: &CeOptions, mode: CeMode) -> Params {
         mu_stride: mu_stride as u32,
         mu_offset: 0,
         ln_eps: LAYER_NORM_EPS,
+        block_samples: geo.block_samples as u32,
+        blocks: geo.blocks as u32,
     }
 }
 
@@ -590,11 +616,21 @@ fn record_reweight(
         Some(p),
         grid(rec.gpu(), geo.units() as u32),
     )?;
+    rec.dispatch(
+        &kernel("ce_combine_forward", &[R, RW, RW, U]),
+        &[
+            saved.partials.buffer(),
+            saved.sample_stats.buffer(),
+            saved.block_stats.buffer(),
+        ],
+        Some(p),
+        grid(rec.gpu(), (geo.groups * geo.blocks) as u32),
+    )?;
     if p.training == 1 {
         rec.dispatch(
             &kernel("ce_newton_forward", &[R, RW, RW, RW, U]),
             &[
-                saved.partials.buffer(),
+                saved.block_stats.buffer(),
                 saved.group_stats.buffer(),
                 state.running_wm.buffer(),
                 state.running_mean.buffer(),
@@ -604,9 +640,8 @@ fn record_reweight(
         )?;
     }
     rec.dispatch(
-        &kernel("ce_reweight_forward", &[R, R, R, R, R, RW, U]),
+        &kernel("ce_reweight_forward", &[R, R, R, R, RW, U]),
         &[
-            saved.partials.buffer(),
             state.w1.buffer(),
             state.gamma_ln.buffer(),
             state.beta_ln.buffer(),
@@ -750,13 +785,22 @@ pub fn ce_backward_into(
         grid(gpu, geo.units() as u32),
     )?;
     rec.dispatch(
-        &kernel("ce_newton_backward", &[R, R, R, RW, RW, U]),
+        &kernel("ce_combine_backward", &[R, RW, RW, U]),
         &[
             saved.partials.buffer(),
+            saved.ar_grad.buffer(),
+            saved.block_stats.buffer(),
+        ],
+        Some(&p),
+        grid(gpu, (geo.groups * geo.blocks) as u32),
+    )?;
+    rec.dispatch(
+        &kernel("ce_newton_backward", &[R, R, R, RW, U]),
+        &[
+            saved.block_stats.buffer(),
             saved.group_stats.buffer(),
             saved.scalars.buffer(),
             saved.bd_grad.buffer(),
-            saved.ar_grad.buffer(),
         ],
         Some(&p),
         [geo.groups as u32, 1, 1],
@@ -787,7 +831,7 @@ pub fn ce_backward_into(
             grads.beta_ln.buffer(),
         ],
         Some(&p),
-        grid(gpu, weight_outputs.div_ceil(WORKGROUP) as u32),
+        grid(gpu, weight_outputs.div_ceil(WEIGHT_GRAD_OUTPUTS) as u32),
     )?;
     rec.dispatch(
         &kernel("ce_backward_scalars", &[R, R, RW, RW, U]),
