@@ -150,6 +150,21 @@ fn check_case(case: Case, seed: u64) {
         let (y, saved) = ce_forward_train(gpu(), &mut state, &xt).expect("training forward");
         let (want, cache) = ref_train(&x, case.shape(), &params, &cfg);
         running.update(&cache, 0.1);
+        let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+        let v = as_f64(saved.read_variance(gpu()).unwrap());
+        assert_close(
+            &format!("{name} v, step {step}"),
+            &v,
+            &cache.v,
+            TOL_CE_FORWARD,
+        );
+        let s = as_f64(saved.read_reweight(gpu()).unwrap());
+        assert_close(
+            &format!("{name} s, step {step}"),
+            &s,
+            &cache.s,
+            TOL_CE_FORWARD,
+        );
         assert_close(
             &format!("{name} training forward, step {step}"),
             &download(&y),
