@@ -1,0 +1,95 @@
+// The CE output in one pass over X: for each sample n and group g the linear map
+// M = λ·Wm + ((1 − λ)/κ)·diag(s[n, g·d .. g·d + d]) applied to the d channels at every
+// position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form) or the
+// group mean (centred variant). Wm is P_T (training) or running_wm (evaluation). One
+// workgroup per group and run of 256 positions j = n·H·W + hw; one thread per position
+// reads the d channel values once and writes d outputs.
+//
+// x, y:         [N, C, H·W] row-major
+// matrices:     group g's d×d matrix (row-major) at g·w_stride + w_offset
+// means:        group g's d-vector at g·mu_stride + mu_offset (read only when centred)
+// sample_stats: [N, 3C + C/r + 1], s at offset 2C of each row
+// scalars:      [4]: κ, λ, ..
+
+// Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
+struct Params {
+    n: u32,           // batch N
+    c: u32,           // channels C
+    hw: u32,          // positions per plane, H·W
+    d: u32,           // group size d (≤ 16)
+    groups: u32,      // G = C / d
+    hidden: u32,      // C / reduction
+    iterations: u32,  // Newton–Schulz steps T
+    slices: u32,      // slices per (sample, group) in the statistics passes
+    slice_len: u32,   // positions per slice (the last may be shorter)
+    training: u32,    // 1: batch statistics, 0: running statistics
+    centred: u32,     // 1: IterNorm-style P_T/sqrt(tr Σ)·(x − μ)
+    eps: f32,         // ε added to the covariance diagonal
+    momentum: f32,    // running-statistics momentum
+    w_stride: u32,    // ce_apply: group g's matrix starts at g·w_stride + w_offset
+    w_offset: u32,
+    mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
+    mu_offset: u32,
+    ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> matrices: array<f32>;
+@group(0) @binding(2) var<storage, read> means: array<f32>;
+@group(0) @binding(3) var<storage, read> sample_stats: array<f32>;
+@group(0) @binding(4) var<storage, read> scalars: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+
+var<workgroup> wmat: array<f32, 256>;
+var<workgroup> mu: array<f32, 16>;
+
+@compute @workgroup_size(256)
+fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m = p.n * p.hw;
+    let chunks = (m + WG - 1u) / WG;
+    let linear = wid.y * nwg.x + wid.x;
+    let g = linear / chunks;
+    if (g >= p.groups) {
+        return;
+    }
+    let d = p.d;
+    let lam = scalars[1];
+    if (lid < d * d) {
+        wmat[lid] = lam * matrices[g * p.w_stride + p.w_offset + lid];
+    }
+    if (lid < d) {
+        var centre = 0.0;
+        if (p.centred == 1u) {
+            centre = means[g * p.mu_stride + p.mu_offset + lid];
+        }
+        mu[lid] = centre;
+    }
+    workgroupBarrier();
+
+    let j = (linear % chunks) * WG + lid;
+    if (j >= m) {
+        return;
+    }
+    let n = j / p.hw;
+    let base = (n * p.c + g * d) * p.hw + j % p.hw;
+    var xs: array<f32, 16>;
+    for (var k = 0u; k < d; k += 1u) {
+        xs[k] = x[base + k * p.hw];
+    }
+    let reweight = (1.0 - lam) / scalars[0];
+    let s_row = n * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * d;
+    for (var i = 0u; i < d; i += 1u) {
+        var acc = reweight * sample_stats[s_row + i] * xs[i];
+        for (var k = 0u; k < d; k += 1u) {
+            acc += wmat[i * d + k] * (xs[k] - mu[k]);
+        }
+        y[base + i * p.hw] = acc;
+    }
+}

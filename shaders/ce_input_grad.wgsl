@@ -1,0 +1,108 @@
+// dX of CE in one pass over X and dY. For sample n, group g and position hw, with the
+// group's K = λ Wmᵀ, B = (dΣ + dΣᵀ)/m, μ and offset c from ce_newton_backward:
+//     dx_i = Σ_k K_ik dy_k + Σ_k B_ik (x_k − μ_k) + c_i
+//          + ((1 − λ)/κ) s[n, c] dy_i + dv[n, c] · 2 (x_i − x̄[n, c]) / (H·W − 1),
+// where c = g·d + i and dv includes κ's term (scalars[2]). One workgroup per group and
+// run of 256 positions j = n·H·W + hw, one thread per position.
+//
+// x, dy, dx:    [N, C, H·W] row-major
+// bd_grad:      [G, 2d² + 2d + 1]: K, B, μ, c, ..
+// sample_stats: [N, 3C + C/r + 1]: v, x̄, s, ..
+// ar_grad:      [N, 3C + 4C/r + 1]: E, dv, ..
+// scalars:      [4]: κ, λ, dκ/(2κNC), unused
+
+// Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
+struct Params {
+    n: u32,           // batch N
+    c: u32,           // channels C
+    hw: u32,          // positions per plane, H·W
+    d: u32,           // group size d (≤ 16)
+    groups: u32,      // G = C / d
+    hidden: u32,      // C / reduction
+    iterations: u32,  // Newton–Schulz steps T
+    slices: u32,      // slices per (sample, group) in the statistics passes
+    slice_len: u32,   // positions per slice (the last may be shorter)
+    training: u32,    // 1: batch statistics, 0: running statistics
+    centred: u32,     // 1: IterNorm-style P_T/sqrt(tr Σ)·(x − μ)
+    eps: f32,         // ε added to the covariance diagonal
+    momentum: f32,    // running-statistics momentum
+    w_stride: u32,    // ce_apply: group g's matrix starts at g·w_stride + w_offset
+    w_offset: u32,
+    mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
+    mu_offset: u32,
+    ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> bd_grad: array<f32>;
+@group(0) @binding(3) var<storage, read> sample_stats: array<f32>;
+@group(0) @binding(4) var<storage, read> ar_grad: array<f32>;
+@group(0) @binding(5) var<storage, read> scalars: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(7) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+
+var<workgroup> kmat: array<f32, 256>;
+var<workgroup> bmat: array<f32, 256>;
+var<workgroup> mu: array<f32, 16>;
+var<workgroup> offset: array<f32, 16>;
+
+@compute @workgroup_size(256)
+fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let m = p.n * p.hw;
+    let chunks = (m + WG - 1u) / WG;
+    let linear = wid.y * nwg.x + wid.x;
+    let g = linear / chunks;
+    if (g >= p.groups) {
+        return;
+    }
+    let d = p.d;
+    let dd = d * d;
+    let bo = g * (2u * dd + 2u * d + 1u);
+    if (lid < dd) {
+        kmat[lid] = bd_grad[bo + lid];
+        bmat[lid] = bd_grad[bo + dd + lid];
+    }
+    if (lid < d) {
+        mu[lid] = bd_grad[bo + 2u * dd + lid];
+        offset[lid] = bd_grad[bo + 2u * dd + d + lid];
+    }
+    workgroupBarrier();
+
+    let j = (linear % chunks) * WG + lid;
+    if (j >= m) {
+        return;
+    }
+    let n = j / p.hw;
+    let base = (n * p.c + g * d) * p.hw + j % p.hw;
+    var xs: array<f32, 16>;
+    var gs: array<f32, 16>;
+    for (var k = 0u; k < d; k += 1u) {
+        xs[k] = x[base + k * p.hw];
+        gs[k] = dy[base + k * p.hw];
+    }
+    let kappa = scalars[0];
+    let lam = scalars[1];
+    let dv_kappa = scalars[2];
+    let reweight = (1.0 - lam) / kappa;
+    let var_scale = 2.0 / f32(p.hw - 1u);
+    let ss = n * (3u * p.c + p.hidden + 1u) + g * d;
+    let ag = n * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * d;
+    for (var i = 0u; i < d; i += 1u) {
+        var acc = offset[i];
+        for (var k = 0u; k < d; k += 1u) {
+            acc += kmat[i * d + k] * gs[k] + bmat[i * d + k] * (xs[k] - mu[k]);
+        }
+        let s = sample_stats[ss + 2u * p.c + i];
+        let xbar = sample_stats[ss + p.c + i];
+        let dv = ar_grad[ag + i] + dv_kappa;
+        acc += reweight * s * gs[i] + dv * var_scale * (xs[i] - xbar);
+        dx[base + i * p.hw] = acc;
+    }
+}

@@ -1,0 +1,69 @@
+// The two scalars of a CE pass, one workgroup: the gate λ = sigmoid(θ) and the κ that
+// divides the reweighted branch. Training: κ = sqrt(mean of v over all n, c) and
+// running_scale ← (1 − momentum) running_scale + momentum κ. Evaluation: κ = running_scale.
+//
+// sample_stats:  [N, 3C + C/r + 1], v in the first C entries of each row
+// theta:         [1]
+// running_scale: [1]
+// scalars:       [4]: κ, λ, (backward's dκ term), unused
+
+// Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
+struct Params {
+    n: u32,           // batch N
+    c: u32,           // channels C
+    hw: u32,          // positions per plane, H·W
+    d: u32,           // group size d (≤ 16)
+    groups: u32,      // G = C / d
+    hidden: u32,      // C / reduction
+    iterations: u32,  // Newton–Schulz steps T
+    slices: u32,      // slices per (sample, group) in the statistics passes
+    slice_len: u32,   // positions per slice (the last may be shorter)
+    training: u32,    // 1: batch statistics, 0: running statistics
+    centred: u32,     // 1: IterNorm-style P_T/sqrt(tr Σ)·(x − μ)
+    eps: f32,         // ε added to the covariance diagonal
+    momentum: f32,    // running-statistics momentum
+    w_stride: u32,    // ce_apply: group g's matrix starts at g·w_stride + w_offset
+    w_offset: u32,
+    mu_stride: u32,   // ce_apply: group g's mean starts at g·mu_stride + mu_offset
+    mu_offset: u32,
+    ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
+    block_samples: u32, // samples per block of the combine passes
+    blocks: u32,      // blocks per group, ceil(N / block_samples)
+}
+
+@group(0) @binding(0) var<storage, read> sample_stats: array<f32>;
+@group(0) @binding(1) var<storage, read> theta: array<f32>;
+@group(0) @binding(2) var<storage, read_write> running_scale: array<f32>;
+@group(0) @binding(3) var<storage, read_write> scalars: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn ce_scale(@builtin(local_invocation_index) lid: u32) {
+    let stride = 3u * p.c + p.hidden + 1u;
+    var sum = 0.0;
+    for (var e = lid; e < p.n * p.c; e += WG) {
+        sum += sample_stats[(e / p.c) * stride + e % p.c];
+    }
+    red[lid] = sum;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if (lid < half) {
+            red[lid] += red[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        var kappa = sqrt(red[0] / f32(p.n * p.c));
+        if (p.training == 1u) {
+            running_scale[0] = (1.0 - p.momentum) * running_scale[0] + p.momentum * kappa;
+        } else {
+            kappa = running_scale[0];
+        }
+        scalars[0] = kappa;
+        scalars[1] = 1.0 / (1.0 + exp(-theta[0]));
+    }
+}
