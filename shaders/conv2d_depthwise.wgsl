@@ -7,20 +7,19 @@
 //   backward_data     one thread per input element sums the outputs it reached: only the taps
 //                     kh ≡ ih + pad (mod stride) land on an output row, so it steps by stride.
 //                     src0 = dy [batch, C, OH, OW], src1 = w, out = dx [batch, C, H, W]
-//   backward_weight   workgroup (c, split) sums dy·x over a slice of k_per_split of the
-//                     k = batch·OH·OW output positions for each tap: each thread a strided
+//   backward_weight   workgroup (c, split) sums dy·x over a slice of `chunk` of the
+//                     batch·OH·OW output positions for each tap: each thread a strided
 //                     part, then a tree in workgroup memory.
 //                     src0 = x, src1 = dy, out = partial sums [splits, C, KH·KW];
 //                     conv2d_reduce.wgsl adds the slices.
-// All buffers are row-major; C = in_channels = out_channels. bias is bound but unread unless
+// All buffers are row-major; C = channels. bias is bound but unread unless
 // has_bias is set.
 
 struct Params {
     batch: u32,
-    in_channels: u32,
+    channels: u32,
     in_h: u32,
     in_w: u32,
-    out_channels: u32,
     out_h: u32,
     out_w: u32,
     kernel_h: u32,
@@ -30,12 +29,8 @@ struct Params {
     pad_h: u32,
     pad_w: u32,
     has_bias: u32,
-    m: u32,
-    n: u32,
-    k: u32,
-    k_per_split: u32,
-    tiles_n: u32,
-    tiles: u32,
+    positions: u32,
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src0: array<f32>;
@@ -58,12 +53,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let p = params;
     let i = index(wid, lid, groups);
     let out_plane = p.out_h * p.out_w;
-    if (i >= p.batch * p.in_channels * out_plane) {
+    if (i >= p.batch * p.channels * out_plane) {
         return;
     }
     // i = (nc, oh, ow) with nc = n·C + c
     let nc = i / out_plane;
-    let c = nc % p.in_channels;
+    let c = nc % p.channels;
     let oh = (i % out_plane) / p.out_w;
     let ow = i % p.out_w;
     let x_at = nc * p.in_h * p.in_w;
@@ -97,12 +92,12 @@ fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let p = params;
     let i = index(wid, lid, groups);
     let in_plane = p.in_h * p.in_w;
-    if (i >= p.batch * p.in_channels * in_plane) {
+    if (i >= p.batch * p.channels * in_plane) {
         return;
     }
     // i = (nc, ih, iw); tap kh reaches output row (ih + pad − kh) / stride when that divides.
     let nc = i / in_plane;
-    let c = nc % p.in_channels;
+    let c = nc % p.channels;
     let ihp = (i % in_plane) / p.in_w + p.pad_h;
     let iwp = i % p.in_w + p.pad_w;
     let dy_at = nc * p.out_h * p.out_w;
@@ -145,8 +140,8 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>,
     let p = params;
     let c = wid.x;
     let split = wid.y;
-    let begin = split * p.k_per_split;
-    let end = min(begin + p.k_per_split, p.k);
+    let begin = split * p.chunk;
+    let end = min(begin + p.chunk, p.positions);
     let out_plane = p.out_h * p.out_w;
     let taps = p.kernel_h * p.kernel_w;
 
@@ -162,14 +157,14 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>,
             let ih = i32(oh * p.stride_h) + kh;
             let iw = i32(ow * p.stride_w) + kw;
             if (ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w)) {
-                let nc = n * p.in_channels + c;
+                let nc = n * p.channels + c;
                 let x = src0[(nc * p.in_h + u32(ih)) * p.in_w + u32(iw)];
                 acc += x * src1[nc * out_plane + oh * p.out_w + ow];
             }
         }
         let total = workgroup_sum(acc, lid);
         if (lid == 0u) {
-            out[(split * p.in_channels + c) * taps + tap] = total;
+            out[(split * p.channels + c) * taps + tap] = total;
         }
     }
 }

@@ -19,10 +19,14 @@
 //   forward           M = Cout, N = batch·OH·OW, K = Cin·KH·KW
 //                     a_src = w [Cout, Cin, KH, KW], b_src = x [batch, Cin, H, W] (patches),
 //                     bias [Cout] (when has_bias), out = y [batch, Cout, OH, OW]
-//   backward_data     M = Cin, N = batch·H·W, K = Cout·KH·KW
-//                     a_src = w (read transposed), b_src = dy [batch, Cout, OH, OW] at
-//                     oh = (ih + pad − kh) / stride where that divides and lands inside,
-//                     out = dx [batch, Cin, H, W]
+//   backward_data     one dispatch per stride phase (ph, pw): the input pixels
+//                     (ih, iw) = (ph + stride·i, pw + stride·j) are reached only by the taps
+//                     kh = tap_h + stride·u (kw likewise) with tap_h = (ph + pad) % stride,
+//                     at oh = i + shift_h − u with shift_h = (ph + pad) / stride.
+//                     M = Cin, N = batch·sub_h·sub_w (pixels of the phase),
+//                     K = Cout·sub_kernel_h·sub_kernel_w (taps of the phase)
+//                     a_src = w (read transposed), b_src = dy [batch, Cout, OH, OW],
+//                     out = dx [batch, Cin, H, W] (the phase's pixels)
 //   backward_weight   M = Cout, N = Cin·KH·KW, K = batch·OH·OW, split into slices of
 //                     k_per_split (a multiple of 16), one per workgroup z
 //                     a_src = dy, b_src = x (patches), out = partial sums [splits, Cout, N];
@@ -50,6 +54,16 @@ struct Params {
     k_per_split: u32,
     tiles_n: u32,
     tiles: u32,
+    phase_h: u32,
+    phase_w: u32,
+    sub_h: u32,
+    sub_w: u32,
+    sub_kernel_h: u32,
+    sub_kernel_w: u32,
+    tap_h: u32,
+    tap_w: u32,
+    shift_h: u32,
+    shift_w: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a_src: array<f32>;
@@ -97,92 +111,85 @@ fn a_column(mode: u32, k: u32) -> vec2<u32> {
         return vec2<u32>(k, p.k);
     }
     if (mode == BACKWARD_DATA) {
-        // w[co, row, kh, kw] with k = (co, kh, kw)
+        // w[co, row, tap_h + stride·u, tap_w + stride·v] with k = (co, u, v)
+        let c = unflatten(k, p.sub_kernel_h, p.sub_kernel_w);
+        let kh = p.tap_h + p.stride_h * u32(c.y);
+        let kw = p.tap_w + p.stride_w * u32(c.z);
         let taps = p.kernel_h * p.kernel_w;
-        return vec2<u32>((k / taps) * p.in_channels * taps + k % taps, taps);
+        return vec2<u32>(u32(c.x) * p.in_channels * taps + kh * p.kernel_w + kw, taps);
     }
     // dy[n, row, oh, ow] with k = (n, oh, ow)
     let plane = p.out_h * p.out_w;
     return vec2<u32>((k / plane) * p.out_channels * plane + k % plane, plane);
 }
 
-// Half of the address of B[k, col]: one from the column, one from the row k. Element
-// B[k, col] is b_src[c.offset + r.offset + (c.y + r.y)·width + c.x + r.x], or 0 unless the
-// remainders agree and (c.y + r.y, c.x + r.x) lies inside the height × width image. The
-// remainders are those of a division by the stride in backward_data (dy is reached at
-// (ih + pad − kh) / stride) and 0 otherwise, so no thread divides per element.
-struct Half {
-    offset: i32,
-    y: i32,
-    x: i32,
-    ry: i32,
-    rx: i32,
-}
+// B[k, col] is b_src[c.x + r.x + (c.y + r.y)·width + c.z + r.z] with c = b_col(col) and
+// r = b_row(k), or 0 where (c.y + r.y, c.z + r.z) falls outside the height × width image.
 
-fn b_col(mode: u32, col: u32) -> Half {
+fn b_col(mode: u32, col: u32) -> vec3<i32> {
     let p = params;
     if (mode == FORWARD) {
         // col = (n, oh, ow): the patch's top-left corner in x
         let c = unflatten(col, p.out_h, p.out_w);
-        let offset = c.x * i32(p.in_channels * p.in_h * p.in_w);
-        let y = c.y * i32(p.stride_h) - i32(p.pad_h);
-        return Half(offset, y, c.z * i32(p.stride_w) - i32(p.pad_w), 0, 0);
+        return vec3<i32>(
+            c.x * i32(p.in_channels * p.in_h * p.in_w),
+            c.y * i32(p.stride_h) - i32(p.pad_h),
+            c.z * i32(p.stride_w) - i32(p.pad_w),
+        );
     }
     if (mode == BACKWARD_DATA) {
-        // col = (n, ih, iw), reaching dy at ((ih + pad) − kh) / stride
-        let c = unflatten(col, p.in_h, p.in_w);
-        let offset = c.x * i32(p.out_channels * p.out_h * p.out_w);
-        let y = u32(c.y) + p.pad_h;
-        let x = u32(c.z) + p.pad_w;
-        let sh = p.stride_h;
-        let sw = p.stride_w;
-        return Half(offset, i32(y / sh), i32(x / sw), i32(y % sh), i32(x % sw));
+        // col = (n, i, j): the pixel (phase_h + stride·i, phase_w + stride·j), reaching dy
+        // at (i + shift_h − u, j + shift_w − v)
+        let c = unflatten(col, p.sub_h, p.sub_w);
+        return vec3<i32>(
+            c.x * i32(p.out_channels * p.out_h * p.out_w),
+            c.y + i32(p.shift_h),
+            c.z + i32(p.shift_w),
+        );
     }
     // col = (ci, kh, kw): the tap's offset from a patch's top-left corner
     let c = unflatten(col, p.kernel_h, p.kernel_w);
-    return Half(c.x * i32(p.in_h * p.in_w), c.y - i32(p.pad_h), c.z - i32(p.pad_w), 0, 0);
+    return vec3<i32>(c.x * i32(p.in_h * p.in_w), c.y - i32(p.pad_h), c.z - i32(p.pad_w));
 }
 
-fn b_row(mode: u32, k: u32) -> Half {
+fn b_row(mode: u32, k: u32) -> vec3<i32> {
     let p = params;
     if (mode == FORWARD) {
         // k = (ci, kh, kw)
         let c = unflatten(k, p.kernel_h, p.kernel_w);
-        return Half(c.x * i32(p.in_h * p.in_w), c.y, c.z, 0, 0);
+        return vec3<i32>(c.x * i32(p.in_h * p.in_w), c.y, c.z);
     }
     if (mode == BACKWARD_DATA) {
-        // k = (co, kh, kw)
-        let c = unflatten(k, p.kernel_h, p.kernel_w);
-        let sh = i32(p.stride_h);
-        let sw = i32(p.stride_w);
-        return Half(c.x * i32(p.out_h * p.out_w), -(c.y / sh), -(c.z / sw), c.y % sh, c.z % sw);
+        // k = (co, u, v)
+        let c = unflatten(k, p.sub_kernel_h, p.sub_kernel_w);
+        return vec3<i32>(c.x * i32(p.out_h * p.out_w), -c.y, -c.z);
     }
     // k = (n, oh, ow)
     let c = unflatten(k, p.out_h, p.out_w);
-    let offset = c.x * i32(p.in_channels * p.in_h * p.in_w);
-    return Half(offset, c.y * i32(p.stride_h), c.z * i32(p.stride_w), 0, 0);
+    return vec3<i32>(
+        c.x * i32(p.in_channels * p.in_h * p.in_w),
+        c.y * i32(p.stride_h),
+        c.z * i32(p.stride_w),
+    );
 }
 
-fn b_value(mode: u32, col: Half, row: Half) -> f32 {
+fn b_value(mode: u32, col: vec3<i32>, row: vec3<i32>) -> f32 {
     let y = col.y + row.y;
-    let x = col.x + row.x;
+    let x = col.z + row.z;
     var height = i32(params.in_h);
     var width = i32(params.in_w);
     if (mode == BACKWARD_DATA) {
         height = i32(params.out_h);
         width = i32(params.out_w);
-        if (col.ry != row.ry || col.rx != row.rx) {
-            return 0.0;
-        }
     }
     if (y < 0 || x < 0 || y >= height || x >= width) {
         return 0.0;
     }
-    return b_src[u32(col.offset + row.offset + y * width + x)];
+    return b_src[u32(col.x + row.x + y * width + x)];
 }
 
 // B[k, col] for column col decoded as `at`, or 0 past the matrix.
-fn b_load(mode: u32, col: u32, at: Half, k: u32, k_end: u32, row: Half) -> f32 {
+fn b_load(mode: u32, col: u32, at: vec3<i32>, k: u32, k_end: u32, row: vec3<i32>) -> f32 {
     if (k >= k_end || col >= params.n) {
         return 0.0;
     }
@@ -191,11 +198,19 @@ fn b_load(mode: u32, col: u32, at: Half, k: u32, k_end: u32, row: Half) -> f32 {
 
 // Where row 0 of column col of C lives in out; rows follow every c_step(mode) elements.
 fn c_column(mode: u32, col: u32, split: u32) -> u32 {
+    let p = params;
     if (mode == BACKWARD_WEIGHT) {
-        return split * params.m * params.n + col;
+        return split * p.m * p.n + col;
+    }
+    if (mode == BACKWARD_DATA) {
+        // col = (n, i, j) of the phase
+        let c = unflatten(col, p.sub_h, p.sub_w);
+        let ih = p.phase_h + p.stride_h * u32(c.y);
+        let iw = p.phase_w + p.stride_w * u32(c.z);
+        return u32(c.x) * p.m * p.in_h * p.in_w + ih * p.in_w + iw;
     }
     let plane = c_step(mode);
-    return (col / plane) * params.m * plane + col % plane;
+    return (col / plane) * p.m * plane + col % plane;
 }
 
 fn c_step(mode: u32) -> u32 {

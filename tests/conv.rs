@@ -1,5 +1,5 @@
 //! 2-D convolution (dense and depthwise) against float64 references: forward, input, weight
-//! and bias gradients, on odd and round shapes, strides 1 and 2, paddings 0 to 2, kernels 1×1
+//! and bias gradients, on odd and round shapes, strides 1 to 3, paddings 0 to 2, kernels 1×1
 //! to 5×5; the references against finite differences; and the errors for bad inputs.
 
 mod common;
@@ -118,7 +118,7 @@ fn conv2d_3x3_matches_reference_for_stride_1_and_padding_0_to_2() {
 }
 
 #[test]
-fn conv2d_matches_reference_for_stride_2() {
+fn conv2d_matches_reference_for_strides_2_and_3() {
     let cases = [
         dense([3, 3, 7, 5], 5, 3, Conv2d::new(2, 1), false),
         dense([1, 4, 8, 8], 6, 3, Conv2d::new(2, 1), true),
@@ -126,6 +126,8 @@ fn conv2d_matches_reference_for_stride_2() {
         dense([3, 4, 8, 8], 8, 1, Conv2d::new(2, 0), false),
         dense([3, 3, 7, 5], 2, 5, Conv2d::new(2, 0), true),
         dense([1, 3, 9, 9], 4, 3, Conv2d::new(2, 2), false),
+        // Stride 3 with a 5×5 kernel: nine input phases, each reached by its own taps.
+        dense([3, 2, 9, 8], 3, 5, Conv2d::new(3, 2), true),
     ];
     for (i, case) in cases.iter().enumerate() {
         check_against_reference(case, 20 + i as u64);
@@ -172,6 +174,20 @@ fn conv2d_weight_and_bias_gradients_split_long_reductions_over_the_batch() {
     check_against_reference(&dense([3, 3, 32, 32], 8, 3, Conv2d::new(1, 1), true), 60);
     // 2·72·72 = 10,368 positions per channel: several slices in the bias gradient.
     check_against_reference(&dense([2, 2, 72, 72], 3, 1, Conv2d::new(1, 0), true), 61);
+
+    // Each takes a pass over slices and a pass adding them up.
+    let conv = Conv2d::new(1, 1);
+    let x = Tensor::zeros(gpu(), &[3, 3, 32, 32]).unwrap();
+    let dy = Tensor::zeros(gpu(), &[3, 8, 32, 32]).unwrap();
+    let dw = Tensor::zeros(gpu(), &[8, 3, 3, 3]).unwrap();
+    let mut rec = Recorder::new(gpu());
+    conv::backward_weight_into(&mut rec, &conv, &x, &dy, &dw).unwrap();
+    assert_eq!(rec.dispatch_count(), 2, "weight gradient dispatches");
+    let dy = Tensor::zeros(gpu(), &[2, 3, 72, 72]).unwrap();
+    let db = Tensor::zeros(gpu(), &[3]).unwrap();
+    let mut rec = Recorder::new(gpu());
+    conv::backward_bias_into(&mut rec, &dy, &db).unwrap();
+    assert_eq!(rec.dispatch_count(), 2, "bias gradient dispatches");
 }
 
 #[test]

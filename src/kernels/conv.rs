@@ -164,8 +164,8 @@ impl Geometry {
         self.kernel_h * self.kernel_w
     }
 
-    fn params(&self) -> Params {
-        Params {
+    fn gemm_params(&self) -> GemmParams {
+        GemmParams {
             batch: self.batch as u32,
             in_channels: self.in_channels as u32,
             in_h: self.in_h as u32,
@@ -179,15 +179,33 @@ impl Geometry {
             stride_w: self.stride[1] as u32,
             pad_h: self.padding[0] as u32,
             pad_w: self.padding[1] as u32,
-            ..Params::zeroed()
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
+
+    fn depthwise_params(&self) -> DepthwiseParams {
+        DepthwiseParams {
+            batch: self.batch as u32,
+            channels: self.in_channels as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            out_h: self.out_h as u32,
+            out_w: self.out_w as u32,
+            kernel_h: self.kernel_h as u32,
+            kernel_w: self.kernel_w as u32,
+            stride_h: self.stride[0] as u32,
+            stride_w: self.stride[1] as u32,
+            pad_h: self.padding[0] as u32,
+            pad_w: self.padding[1] as u32,
+            ..bytemuck::Zeroable::zeroed()
         }
     }
 }
 
-/// Uniform of `conv2d_gemm.wgsl` and `conv2d_depthwise.wgsl`.
+/// Uniform of `conv2d_gemm.wgsl` (see there for the fields of one product and phase).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+struct GemmParams {
     batch: u32,
     in_channels: u32,
     in_h: u32,
@@ -208,12 +226,37 @@ struct Params {
     k_per_split: u32,
     tiles_n: u32,
     tiles: u32,
+    phase_h: u32,
+    phase_w: u32,
+    sub_h: u32,
+    sub_w: u32,
+    sub_kernel_h: u32,
+    sub_kernel_w: u32,
+    tap_h: u32,
+    tap_w: u32,
+    shift_h: u32,
+    shift_w: u32,
 }
 
-impl Params {
-    fn zeroed() -> Self {
-        bytemuck::Zeroable::zeroed()
-    }
+/// Uniform of `conv2d_depthwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DepthwiseParams {
+    batch: u32,
+    channels: u32,
+    in_h: u32,
+    in_w: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    has_bias: u32,
+    positions: u32,
+    chunk: u32,
 }
 
 /// Uniform of `conv2d_backward_bias.wgsl`.
@@ -271,20 +314,24 @@ enum Pass {
 /// 16 × 256 tiles the one that pads the product least is taken, so that layers of 16 or 32
 /// channels compute no padding rows.
 fn gemm_tile(m: usize, n: usize) -> (usize, usize, usize) {
-    [8, 4, 2]
-        .into_iter()
-        .map(|threads_m| (threads_m, 8 * threads_m, 8 * (64 / threads_m)))
-        .min_by_key(|&(_, rows, cols)| m.next_multiple_of(rows) * n.next_multiple_of(cols))
-        .expect("three candidates")
+    let padded = |(_, rows, cols): (usize, usize, usize)| {
+        m.next_multiple_of(rows) * n.next_multiple_of(cols)
+    };
+    let mut best = (8, 64, 64);
+    for candidate in [(4, 32, 128), (2, 16, 256)] {
+        if padded(candidate) < padded(best) {
+            best = candidate;
+        }
+    }
+    best
 }
 
 /// Records one implicit GEMM of `pass`: `[m, n] = [m, k] · [k, n]` over `splits` slices of K,
 /// each `k_per_split` long, into `out` ([splits, m, n] for the weight gradient).
-#[allow(clippy::too_many_arguments)]
 fn record_gemm(
     rec: &mut Recorder,
     pass: Pass,
-    mut params: Params,
+    mut params: GemmParams,
     [m, n, k]: [usize; 3],
     [splits, k_per_split]: [usize; 2],
     buffers: [&wgpu::Buffer; 4],
@@ -379,16 +426,23 @@ pub fn forward_into(
         return Ok(());
     }
 
-    let mut params = g.params();
-    params.has_bias = bias.is_some() as u32;
+    let has_bias = bias.is_some() as u32;
     // Without a bias, the weight fills its (unread) binding.
     let bias = bias.unwrap_or(w).buffer();
     if g.depthwise {
+        let params = DepthwiseParams {
+            has_bias,
+            ..g.depthwise_params()
+        };
         let spec = KernelSpec::new("conv2d_depthwise", "forward", CONV_BINDINGS);
         let groups = grid_for(rec.gpu(), y.len(), WORKGROUP);
         let buffers = [x.buffer(), w.buffer(), bias, y.buffer()];
         return rec.dispatch(&spec, &buffers, Some(&params), groups);
     }
+    let params = GemmParams {
+        has_bias,
+        ..g.gemm_params()
+    };
     let k = g.in_channels * g.taps();
     record_gemm(
         rec,
@@ -417,22 +471,49 @@ pub fn backward_data_into(
         return Ok(());
     }
 
-    let params = g.params();
     if g.depthwise {
         let spec = KernelSpec::new("conv2d_depthwise", "backward_data", CONV_BINDINGS);
         let groups = grid_for(rec.gpu(), dx.len(), WORKGROUP);
         let buffers = [dy.buffer(), w.buffer(), w.buffer(), dx.buffer()];
-        return rec.dispatch(&spec, &buffers, Some(&params), groups);
+        return rec.dispatch(&spec, &buffers, Some(&g.depthwise_params()), groups);
     }
-    let k = g.out_channels * g.taps();
-    record_gemm(
-        rec,
-        Pass::BackwardData,
-        params,
-        [g.in_channels, g.batch * g.in_h * g.in_w, k],
-        [1, k],
-        [w.buffer(), dy.buffer(), w.buffer(), dx.buffer()],
-    )
+
+    // With stride s, input row ih is reached only by the taps kh ≡ ih + pad (mod s): one
+    // product per phase (ih mod s, iw mod s) over just its pixels and taps, instead of one
+    // over all of them that is zero at all but 1 in s² places.
+    let [stride_h, stride_w] = g.stride;
+    for phase_h in 0..stride_h.min(g.in_h) {
+        for phase_w in 0..stride_w.min(g.in_w) {
+            let (tap_h, tap_w) = (
+                (phase_h + g.padding[0]) % stride_h,
+                (phase_w + g.padding[1]) % stride_w,
+            );
+            let params = GemmParams {
+                phase_h: phase_h as u32,
+                phase_w: phase_w as u32,
+                sub_h: (g.in_h - phase_h).div_ceil(stride_h) as u32,
+                sub_w: (g.in_w - phase_w).div_ceil(stride_w) as u32,
+                sub_kernel_h: g.kernel_h.saturating_sub(tap_h).div_ceil(stride_h) as u32,
+                sub_kernel_w: g.kernel_w.saturating_sub(tap_w).div_ceil(stride_w) as u32,
+                tap_h: tap_h as u32,
+                tap_w: tap_w as u32,
+                shift_h: ((phase_h + g.padding[0]) / stride_h) as u32,
+                shift_w: ((phase_w + g.padding[1]) / stride_w) as u32,
+                ..g.gemm_params()
+            };
+            let n = g.batch * (params.sub_h * params.sub_w) as usize;
+            let k = g.out_channels * (params.sub_kernel_h * params.sub_kernel_w) as usize;
+            record_gemm(
+                rec,
+                Pass::BackwardData,
+                params,
+                [g.in_channels, n, k],
+                [1, k],
+                [w.buffer(), dy.buffer(), w.buffer(), dx.buffer()],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Records the gradient with respect to the weight, `dw` [Cout, Cin/groups, KH, KW], of a
@@ -454,13 +535,15 @@ pub fn backward_weight_into(
         return Ok(());
     }
 
-    let mut params = g.params();
     if g.depthwise {
         let wanted = positions.div_ceil(REDUCTION_CHUNK);
         let [splits, chunk] =
             split_reduction(rec.gpu(), positions, dw.len(), wanted, REDUCTION_CHUNK, 1);
-        params.k = positions as u32;
-        params.k_per_split = chunk as u32;
+        let params = DepthwiseParams {
+            positions: positions as u32,
+            chunk: chunk as u32,
+            ..g.depthwise_params()
+        };
         let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
         let spec = KernelSpec::new("conv2d_depthwise", "backward_weight", CONV_BINDINGS);
         let buffers = [x.buffer(), dy.buffer(), dy.buffer(), partial.buffer()];
@@ -486,7 +569,7 @@ pub fn backward_weight_into(
     record_gemm(
         rec,
         Pass::BackwardWeight,
-        params,
+        g.gemm_params(),
         [m, n, positions],
         [splits, k_per_split],
         [dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
