@@ -271,7 +271,7 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let k_begin = wid.z * params.k_per_split;
     let k_end = min(k_begin + params.k_per_split, params.k);
 
-    // Staging: this thread loads row quads a_k / bk + i·(64 / bk) of A at step row lid % bk,
+    // Staging: this thread loads row quads lid / bk + i·(64 / bk) of A at step row a_k = lid % bk,
     // and column quad b_quad of B at step rows lid / quads_n + i·(64 / quads_n). Its four
     // columns of B are decoded once, here.
     let a_k = lid % bk;
