@@ -1,1 +1,723 @@
-//! (being written)
+//! 2-D convolution over NCHW f32 tensors with PyTorch's weight layout [Cout, Cin/groups, KH, KW]:
+//! the forward pass and the gradients with respect to the input, the weight and the bias, for
+//! dense (groups = 1) and depthwise (groups = channels) convolutions.
+//!
+//! Dense convolutions run as tiled implicit GEMMs (`shaders/conv2d_gemm.wgsl`) that gather
+//! input patches while loading workgroup tiles, so no im2col buffer is ever written. The
+//! weight gradient reduces over the whole batch, so it is split into slices whose partial sums
+//! `shaders/conv2d_reduce.wgsl` adds. Depthwise convolutions use direct kernels
+//! (`shaders/conv2d_depthwise.wgsl`) and the bias gradient a per-channel workgroup reduction
+//! (`shaders/conv2d_backward_bias.wgsl`).
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Gpu, KernelSpec};
+use crate::kernels::{expect_nchw, expect_shape, grid, grid_for, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Hyperparameters of a 2-D convolution; the kernel size and channel counts come from the
+/// tensors. Output size per axis: `(input + 2·padding − kernel) / stride + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Step between output positions, [vertical, horizontal].
+    pub stride: [usize; 2],
+    /// Zeros added on both sides of the input, [top and bottom, left and right].
+    pub padding: [usize; 2],
+    /// Channel groups: 1 (dense) or the number of channels (depthwise).
+    // Limitation: other group counts have no kernel and are rejected.
+    pub groups: usize,
+}
+
+impl Default for Conv2d {
+    fn default() -> Self {
+        Conv2d::new(1, 0)
+    }
+}
+
+impl Conv2d {
+    /// A dense convolution with the same stride and padding on both axes.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2d {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            groups: 1,
+        }
+    }
+
+    /// A depthwise convolution of `channels` channels (groups = channels, weight
+    /// [channels, 1, KH, KW]).
+    pub fn depthwise(channels: usize, stride: usize, padding: usize) -> Self {
+        Conv2d::new(stride, padding).with_groups(channels)
+    }
+
+    /// The same convolution with `groups` channel groups.
+    pub fn with_groups(self, groups: usize) -> Self {
+        Conv2d { groups, ..self }
+    }
+
+    /// The output shape [N, Cout, OH, OW] for an input of shape `input` [N, Cin, H, W] and a
+    /// weight of shape `weight` [Cout, Cin/groups, KH, KW], or why they do not fit together.
+    pub fn output_shape(&self, input: &[usize], weight: &[usize]) -> Result<[usize; 4]> {
+        Ok(self.geometry("conv2d", input, weight)?.output())
+    }
+
+    fn geometry(&self, op: &'static str, input: &[usize], weight: &[usize]) -> Result<Geometry> {
+        let [batch, in_channels, in_h, in_w] = four_d(op, "input", input)?;
+        let [out_channels, group_channels, kernel_h, kernel_w] = four_d(op, "weight", weight)?;
+        if self.stride.contains(&0) {
+            return Err(Error::invalid(
+                op,
+                format!("stride must be at least 1, got {:?}", self.stride),
+            ));
+        }
+        let depthwise = match self.groups {
+            1 => false,
+            g if g == in_channels && out_channels == in_channels => true,
+            g => {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "groups = {g} is not supported (input {input:?}, weight {weight:?}): \
+                         only groups = 1 or depthwise (groups = input channels = output \
+                         channels) are"
+                    ),
+                ))
+            }
+        };
+        if group_channels * self.groups != in_channels {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "input has {in_channels} channels, weight expects {} (input {input:?}, \
+                     weight {weight:?}, groups {})",
+                    group_channels * self.groups,
+                    self.groups
+                ),
+            ));
+        }
+        if weight.contains(&0) || in_channels == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("empty weight {weight:?} or input channels (input {input:?})"),
+            ));
+        }
+        let padded = [in_h + 2 * self.padding[0], in_w + 2 * self.padding[1]];
+        if kernel_h > padded[0] || kernel_w > padded[1] {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "kernel {kernel_h}×{kernel_w} is larger than the padded input {}×{} \
+                     (input {input:?}, weight {weight:?}, padding {:?})",
+                    padded[0], padded[1], self.padding
+                ),
+            ));
+        }
+        Ok(Geometry {
+            batch,
+            in_channels,
+            in_h,
+            in_w,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            out_h: (padded[0] - kernel_h) / self.stride[0] + 1,
+            out_w: (padded[1] - kernel_w) / self.stride[1] + 1,
+            stride: self.stride,
+            padding: self.padding,
+            depthwise,
+        })
+    }
+}
+
+fn four_d(op: &'static str, what: &str, shape: &[usize]) -> Result<[usize; 4]> {
+    match *shape {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(Error::invalid(
+            op,
+            format!("{what} must be 4-D, got {shape:?}"),
+        )),
+    }
+}
+
+/// Every size of one convolution, checked to be consistent.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    in_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_channels: usize,
+    kernel_h: usize,
+    kernel_w: usize,
+    out_h: usize,
+    out_w: usize,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    depthwise: bool,
+}
+
+impl Geometry {
+    fn output(&self) -> [usize; 4] {
+        [self.batch, self.out_channels, self.out_h, self.out_w]
+    }
+
+    fn taps(&self) -> usize {
+        self.kernel_h * self.kernel_w
+    }
+
+    fn gemm_params(&self) -> GemmParams {
+        GemmParams {
+            batch: self.batch as u32,
+            in_channels: self.in_channels as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            out_channels: self.out_channels as u32,
+            out_h: self.out_h as u32,
+            out_w: self.out_w as u32,
+            kernel_h: self.kernel_h as u32,
+            kernel_w: self.kernel_w as u32,
+            stride_h: self.stride[0] as u32,
+            stride_w: self.stride[1] as u32,
+            pad_h: self.padding[0] as u32,
+            pad_w: self.padding[1] as u32,
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
+
+    fn depthwise_params(&self) -> DepthwiseParams {
+        DepthwiseParams {
+            batch: self.batch as u32,
+            channels: self.in_channels as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            out_h: self.out_h as u32,
+            out_w: self.out_w as u32,
+            kernel_h: self.kernel_h as u32,
+            kernel_w: self.kernel_w as u32,
+            stride_h: self.stride[0] as u32,
+            stride_w: self.stride[1] as u32,
+            pad_h: self.padding[0] as u32,
+            pad_w: self.padding[1] as u32,
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
+}
+
+/// Uniform of `conv2d_gemm.wgsl` (see there for the fields of one product and phase).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    batch: u32,
+    in_channels: u32,
+    in_h: u32,
+    in_w: u32,
+    out_channels: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    has_bias: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    k_per_split: u32,
+    tiles_n: u32,
+    tiles: u32,
+    phase_h: u32,
+    phase_w: u32,
+    sub_h: u32,
+    sub_w: u32,
+    sub_kernel_h: u32,
+    sub_kernel_w: u32,
+    tap_h: u32,
+    tap_w: u32,
+    shift_h: u32,
+    shift_w: u32,
+}
+
+/// Uniform of `conv2d_depthwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DepthwiseParams {
+    batch: u32,
+    channels: u32,
+    in_h: u32,
+    in_w: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    has_bias: u32,
+    positions: u32,
+    chunk: u32,
+}
+
+/// Uniform of `conv2d_backward_bias.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BiasParams {
+    channels: u32,
+    plane: u32,
+    positions: u32,
+    chunk: u32,
+}
+
+/// Uniform of `conv2d_reduce.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    len: u32,
+    splits: u32,
+}
+
+const CONV_BINDINGS: &[Binding] = &[
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::Uniform,
+];
+const REDUCE_BINDINGS: &[Binding] = &[Binding::Read, Binding::ReadWrite, Binding::Uniform];
+const WORKGROUP: usize = 256;
+
+/// Deepest K step of the GEMM (see `conv2d_gemm.wgsl`), which split-K slices are multiples of.
+const TILE_K: usize = 16;
+/// Workgroups a weight-gradient GEMM aims for by splitting K, enough to fill a large GPU.
+const TARGET_WORKGROUPS: usize = 512;
+/// Fewest K terms per split, so each workgroup's setup is amortised over several K steps.
+const MIN_SPLIT_K: usize = 128;
+/// Most K terms one thread sums serially in a weight-gradient GEMM, for accuracy.
+const MAX_SPLIT_K: usize = 4096;
+/// Largest scratch tensor of partial sums a split reduction may use.
+const MAX_PARTIAL_BYTES: usize = 64 << 20;
+/// Positions one workgroup sums per slice in the depthwise-weight and bias reductions
+/// (16 per thread).
+const REDUCTION_CHUNK: usize = 16 * WORKGROUP;
+
+/// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    BackwardData,
+    BackwardWeight,
+}
+
+/// Shape of a GEMM workgroup tile for an `m` × `n` product, as (threads along M, rows,
+/// columns): each of the 64 threads computes 8 × 8 outputs, and of the 64 × 64, 32 × 128 and
+/// 16 × 256 tiles the one that pads the product least is taken, so that layers of 16 or 32
+/// channels compute no padding rows.
+fn gemm_tile(m: usize, n: usize) -> (usize, usize, usize) {
+    let padded = |(_, rows, cols): (usize, usize, usize)| {
+        m.next_multiple_of(rows) * n.next_multiple_of(cols)
+    };
+    let mut best = (8, 64, 64);
+    for candidate in [(4, 32, 128), (2, 16, 256)] {
+        if padded(candidate) < padded(best) {
+            best = candidate;
+        }
+    }
+    best
+}
+
+/// Records one implicit GEMM of `pass`: `[m, n] = [m, k] · [k, n]` over `splits` slices of K,
+/// each `k_per_split` long, into `out` ([splits, m, n] for the weight gradient).
+fn record_gemm(
+    rec: &mut Recorder,
+    pass: Pass,
+    mut params: GemmParams,
+    [m, n, k]: [usize; 3],
+    [splits, k_per_split]: [usize; 2],
+    buffers: [&wgpu::Buffer; 4],
+) -> Result<()> {
+    let (threads_m, tile_m, tile_n) = gemm_tile(m, n);
+    let tiles_m = m.div_ceil(tile_m);
+    let tiles_n = n.div_ceil(tile_n);
+    params.m = m as u32;
+    params.n = n as u32;
+    params.k = k as u32;
+    params.k_per_split = k_per_split as u32;
+    params.tiles_n = tiles_n as u32;
+    params.tiles = (tiles_m * tiles_n) as u32;
+
+    let entry = match pass {
+        Pass::Forward => "forward",
+        Pass::BackwardData => "backward_data",
+        Pass::BackwardWeight => "backward_weight",
+    };
+    let spec = KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS).with("TY", threads_m as f64);
+    let mut groups = grid(rec.gpu(), params.tiles);
+    groups[2] = splits as u32;
+    rec.dispatch(&spec, &buffers, Some(&params), groups)
+}
+
+/// Records `out[i] = Σ_s partial[s, i]`, with `partial` of shape [splits, out.len()].
+fn record_reduce(rec: &mut Recorder, partial: &Tensor, splits: usize, out: &Tensor) -> Result<()> {
+    let spec = KernelSpec::new("conv2d_reduce", "main", REDUCE_BINDINGS);
+    let params = ReduceParams {
+        len: out.len() as u32,
+        splits: splits as u32,
+    };
+    let groups = grid_for(rec.gpu(), out.len(), WORKGROUP);
+    rec.dispatch(
+        &spec,
+        &[partial.buffer(), out.buffer()],
+        Some(&params),
+        groups,
+    )
+}
+
+/// How to split a reduction of `k` terms per output over slices: the number of slices, and
+/// the slice length, a multiple of `step`. `wanted` slices are asked for; the result keeps
+/// each slice at most `max_len` long unless the `outputs`·slices partial sums would exceed
+/// the scratch budget or a dispatch dimension.
+fn split_reduction(
+    gpu: &Gpu,
+    k: usize,
+    outputs: usize,
+    wanted: usize,
+    max_len: usize,
+    step: usize,
+) -> [usize; 2] {
+    let budget = MAX_PARTIAL_BYTES.min(gpu.max_binding_bytes() as usize) / (4 * outputs.max(1));
+    let max_dim = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let splits = wanted
+        .max(k.div_ceil(max_len))
+        .min(budget)
+        .min(max_dim)
+        .clamp(1, k.div_ceil(step).max(1));
+    let len = k.div_ceil(splits).next_multiple_of(step).max(step);
+    [k.div_ceil(len).max(1), len]
+}
+
+/// A tensor for `splits` slices of partial sums of `out`, or `out` itself when there is one.
+fn partial_sums(rec: &mut Recorder, splits: usize, out: &Tensor, what: &str) -> Result<Tensor> {
+    if splits == 1 {
+        return Ok(out.clone());
+    }
+    let mut shape = vec![splits];
+    shape.extend_from_slice(out.shape());
+    rec.scratch(&shape, what)
+}
+
+/// Records `y = conv(x, w) + bias` into `y` [N, Cout, OH, OW], for `x` [N, Cin, H, W],
+/// `w` [Cout, Cin/groups, KH, KW] and `bias` [Cout].
+pub fn forward_into(
+    rec: &mut Recorder,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    let g = conv.geometry(OP, x.shape(), w.shape())?;
+    if let Some(b) = bias {
+        expect_shape(OP, "bias", b, &[g.out_channels])?;
+    }
+    expect_shape(OP, "output", y, &g.output())?;
+    if y.is_empty() {
+        return Ok(());
+    }
+
+    let has_bias = bias.is_some() as u32;
+    // Without a bias, the weight fills its (unread) binding.
+    let bias = bias.unwrap_or(w).buffer();
+    if g.depthwise {
+        let params = DepthwiseParams {
+            has_bias,
+            ..g.depthwise_params()
+        };
+        let spec = KernelSpec::new("conv2d_depthwise", "forward", CONV_BINDINGS);
+        let groups = grid_for(rec.gpu(), y.len(), WORKGROUP);
+        let buffers = [x.buffer(), w.buffer(), bias, y.buffer()];
+        return rec.dispatch(&spec, &buffers, Some(&params), groups);
+    }
+    let params = GemmParams {
+        has_bias,
+        ..g.gemm_params()
+    };
+    let k = g.in_channels * g.taps();
+    record_gemm(
+        rec,
+        Pass::Forward,
+        params,
+        [g.out_channels, g.batch * g.out_h * g.out_w, k],
+        [1, k],
+        [w.buffer(), x.buffer(), bias, y.buffer()],
+    )
+}
+
+/// Records the gradient with respect to the input, `dx` [N, Cin, H, W], of a convolution with
+/// weight `w` whose output received the gradient `dy` [N, Cout, OH, OW].
+pub fn backward_data_into(
+    rec: &mut Recorder,
+    conv: &Conv2d,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d_backward_data";
+    let dx_shape = expect_nchw(OP, "input gradient", dx)?;
+    let g = conv.geometry(OP, &dx_shape, w.shape())?;
+    expect_shape(OP, "output gradient", dy, &g.output())?;
+    if dx.is_empty() {
+        return Ok(());
+    }
+
+    if g.depthwise {
+        let spec = KernelSpec::new("conv2d_depthwise", "backward_data", CONV_BINDINGS);
+        let groups = grid_for(rec.gpu(), dx.len(), WORKGROUP);
+        let buffers = [dy.buffer(), w.buffer(), w.buffer(), dx.buffer()];
+        return rec.dispatch(&spec, &buffers, Some(&g.depthwise_params()), groups);
+    }
+
+    // With stride s, input row ih is reached only by the taps kh ≡ ih + pad (mod s): one
+    // product per phase (ih mod s, iw mod s) over just its pixels and taps, instead of one
+    // over all of them that is zero at all but 1 in s² places.
+    let [stride_h, stride_w] = g.stride;
+    for phase_h in 0..stride_h.min(g.in_h) {
+        for phase_w in 0..stride_w.min(g.in_w) {
+            let (tap_h, tap_w) = (
+                (phase_h + g.padding[0]) % stride_h,
+                (phase_w + g.padding[1]) % stride_w,
+            );
+            let params = GemmParams {
+                phase_h: phase_h as u32,
+                phase_w: phase_w as u32,
+                sub_h: (g.in_h - phase_h).div_ceil(stride_h) as u32,
+                sub_w: (g.in_w - phase_w).div_ceil(stride_w) as u32,
+                sub_kernel_h: g.kernel_h.saturating_sub(tap_h).div_ceil(stride_h) as u32,
+                sub_kernel_w: g.kernel_w.saturating_sub(tap_w).div_ceil(stride_w) as u32,
+                tap_h: tap_h as u32,
+                tap_w: tap_w as u32,
+                shift_h: ((phase_h + g.padding[0]) / stride_h) as u32,
+                shift_w: ((phase_w + g.padding[1]) / stride_w) as u32,
+                ..g.gemm_params()
+            };
+            let n = g.batch * (params.sub_h * params.sub_w) as usize;
+            let k = g.out_channels * (params.sub_kernel_h * params.sub_kernel_w) as usize;
+            record_gemm(
+                rec,
+                Pass::BackwardData,
+                params,
+                [g.in_channels, n, k],
+                [1, k],
+                [w.buffer(), dy.buffer(), w.buffer(), dx.buffer()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the gradient with respect to the weight, `dw` [Cout, Cin/groups, KH, KW], of a
+/// convolution of the input `x` [N, Cin, H, W] whose output received the gradient `dy`.
+pub fn backward_weight_into(
+    rec: &mut Recorder,
+    conv: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d_backward_weight";
+    let dw_shape = expect_nchw(OP, "weight gradient", dw)?;
+    let g = conv.geometry(OP, x.shape(), &dw_shape)?;
+    expect_shape(OP, "output gradient", dy, &g.output())?;
+    let positions = g.batch * g.out_h * g.out_w;
+    if positions == 0 {
+        rec.clear(dw);
+        return Ok(());
+    }
+
+    if g.depthwise {
+        let wanted = positions.div_ceil(REDUCTION_CHUNK);
+        let [splits, chunk] =
+            split_reduction(rec.gpu(), positions, dw.len(), wanted, REDUCTION_CHUNK, 1);
+        let params = DepthwiseParams {
+            positions: positions as u32,
+            chunk: chunk as u32,
+            ..g.depthwise_params()
+        };
+        let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
+        let spec = KernelSpec::new("conv2d_depthwise", "backward_weight", CONV_BINDINGS);
+        let buffers = [x.buffer(), dy.buffer(), dy.buffer(), partial.buffer()];
+        let groups = [g.in_channels as u32, splits as u32, 1];
+        rec.dispatch(&spec, &buffers, Some(&params), groups)?;
+        if splits > 1 {
+            record_reduce(rec, &partial, splits, dw)?;
+        }
+        return Ok(());
+    }
+
+    // K = N·OH·OW is long and M·N = Cout·Cin·KH·KW small: split K so that enough
+    // workgroups run and no thread sums too many terms.
+    let (m, n) = (g.out_channels, g.in_channels * g.taps());
+    let (_, tile_m, tile_n) = gemm_tile(m, n);
+    let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
+    let wanted = TARGET_WORKGROUPS
+        .div_ceil(tiles)
+        .min(positions.div_ceil(MIN_SPLIT_K));
+    let [splits, k_per_split] =
+        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, TILE_K);
+    let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
+    record_gemm(
+        rec,
+        Pass::BackwardWeight,
+        g.gemm_params(),
+        [m, n, positions],
+        [splits, k_per_split],
+        [dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
+    )?;
+    if splits > 1 {
+        record_reduce(rec, &partial, splits, dw)?;
+    }
+    Ok(())
+}
+
+/// Records the gradient with respect to the bias, `db[c] = Σ dy[n, c, oh, ow]`, into `db`
+/// [Cout] for an output gradient `dy` [N, Cout, OH, OW].
+pub fn backward_bias_into(rec: &mut Recorder, dy: &Tensor, db: &Tensor) -> Result<()> {
+    const OP: &str = "conv2d_backward_bias";
+    let [batch, channels, out_h, out_w] = expect_nchw(OP, "output gradient", dy)?;
+    expect_shape(OP, "bias gradient", db, &[channels])?;
+    let plane = out_h * out_w;
+    let positions = batch * plane;
+    if channels == 0 {
+        return Ok(());
+    }
+    if positions == 0 {
+        rec.clear(db);
+        return Ok(());
+    }
+
+    let wanted = positions.div_ceil(REDUCTION_CHUNK);
+    let [splits, chunk] =
+        split_reduction(rec.gpu(), positions, channels, wanted, REDUCTION_CHUNK, 1);
+    let partial = partial_sums(rec, splits, db, "conv2d_backward_bias partial sums")?;
+    let spec = KernelSpec::new("conv2d_backward_bias", "main", REDUCE_BINDINGS);
+    let params = BiasParams {
+        channels: channels as u32,
+        plane: plane as u32,
+        positions: positions as u32,
+        chunk: chunk as u32,
+    };
+    let groups = [channels as u32, splits as u32, 1];
+    rec.dispatch(
+        &spec,
+        &[dy.buffer(), partial.buffer()],
+        Some(&params),
+        groups,
+    )?;
+    if splits > 1 {
+        record_reduce(rec, &partial, splits, db)?;
+    }
+    Ok(())
+}
+
+/// The gradients of a convolution's inputs.
+#[derive(Debug)]
+pub struct Conv2dGradients {
+    /// With respect to the input, [N, Cin, H, W].
+    pub input: Tensor,
+    /// With respect to the weight, [Cout, Cin/groups, KH, KW].
+    pub weight: Tensor,
+    /// With respect to the bias, [Cout], when one was asked for.
+    pub bias: Option<Tensor>,
+}
+
+fn output(gpu: &Gpu, shape: &[usize], what: &str) -> Result<Tensor> {
+    Tensor::uninit(gpu, shape, DType::F32, what)
+}
+
+/// `conv(x, w) + bias`, submitted at once.
+pub fn forward(
+    gpu: &Gpu,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let shape = conv.output_shape(x.shape(), w.shape())?;
+    let y = output(gpu, &shape, "conv2d output")?;
+    let mut rec = Recorder::new(gpu);
+    forward_into(&mut rec, conv, x, w, bias, &y)?;
+    rec.submit()?;
+    Ok(y)
+}
+
+/// The input gradient for an input of shape `input_shape` (needed because strided
+/// convolutions map several input sizes to one output size), submitted at once.
+pub fn backward_data(
+    gpu: &Gpu,
+    conv: &Conv2d,
+    dy: &Tensor,
+    w: &Tensor,
+    input_shape: &[usize],
+) -> Result<Tensor> {
+    let dx = output(gpu, input_shape, "conv2d input gradient")?;
+    let mut rec = Recorder::new(gpu);
+    backward_data_into(&mut rec, conv, dy, w, &dx)?;
+    rec.submit()?;
+    Ok(dx)
+}
+
+/// The weight gradient for a weight of shape `weight_shape`, submitted at once.
+pub fn backward_weight(
+    gpu: &Gpu,
+    conv: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    weight_shape: &[usize],
+) -> Result<Tensor> {
+    let dw = output(gpu, weight_shape, "conv2d weight gradient")?;
+    let mut rec = Recorder::new(gpu);
+    backward_weight_into(&mut rec, conv, x, dy, &dw)?;
+    rec.submit()?;
+    Ok(dw)
+}
+
+/// The bias gradient, submitted at once.
+pub fn backward_bias(gpu: &Gpu, dy: &Tensor) -> Result<Tensor> {
+    let channels = expect_nchw("conv2d_backward_bias", "output gradient", dy)?[1];
+    let db = output(gpu, &[channels], "conv2d bias gradient")?;
+    let mut rec = Recorder::new(gpu);
+    backward_bias_into(&mut rec, dy, &db)?;
+    rec.submit()?;
+    Ok(db)
+}
+
+/// All gradients of `conv(x, w) (+ bias)` given the output gradient `dy`, recorded together
+/// and submitted once.
+pub fn backward(
+    gpu: &Gpu,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    with_bias: bool,
+) -> Result<Conv2dGradients> {
+    let input = output(gpu, x.shape(), "conv2d input gradient")?;
+    let weight = output(gpu, w.shape(), "conv2d weight gradient")?;
+    let mut rec = Recorder::new(gpu);
+    backward_data_into(&mut rec, conv, dy, w, &input)?;
+    backward_weight_into(&mut rec, conv, x, dy, &weight)?;
+    let bias = if with_bias {
+        let db = output(gpu, &[w.shape()[0]], "conv2d bias gradient")?;
+        backward_bias_into(&mut rec, dy, &db)?;
+        Some(db)
+    } else {
+        None
+    };
+    rec.submit()?;
+    Ok(Conv2dGradients {
+        input,
+        weight,
+        bias,
+    })
+}

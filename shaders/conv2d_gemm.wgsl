@@ -1,0 +1,394 @@
+// Dense 2-D convolution (groups = 1) as a tiled implicit GEMM, C[M, N] = A[M, K] · B[K, N],
+// where neither A nor B is ever written out: while staging a K step in workgroup memory,
+// each thread gathers its elements of A and B straight from the NCHW tensors, with zeros
+// where a patch reaches into the padding or a tile runs past a matrix edge.
+//
+// A workgroup of 64 threads, TY along M by TX = 64 / TY along N, computes a tile of C of
+// 8·TY rows × 8·TX columns. Each thread owns an 8 × 8 register micro-tile made of four
+// 4 × 4 blocks: row quads ty and TY + ty, column quads tx and TX + tx, so that neighbouring
+// threads read neighbouring vec4s of the staged tiles. Per K step (16, or 8 when TY = 2) the
+// A and B tiles are staged k-major as vec4s along M and N (at most 12.25 KiB), and per k a
+// thread reads 2 vec4s of each and does 64 multiply-adds. 8 × 8 rather than 4 × 4 per thread
+// halves the loads per multiply-add: loads are what costs on a software rasteriser (lavapipe
+// gathers them lane by lane), and on GPUs they compete with the FMA pipes.
+//
+// TY is 8 (64 × 64 tiles) unless M is small: 4 gives 32 × 128 tiles and 2 gives 16 × 256,
+// so that layers of 16 or 32 channels compute no padding rows.
+//
+// The entry points share the loop and differ in how A, B and C map onto tensors:
+//   forward           M = Cout, N = batch·OH·OW, K = Cin·KH·KW
+//                     a_src = w [Cout, Cin, KH, KW], b_src = x [batch, Cin, H, W] (patches),
+//                     bias [Cout] (when has_bias), out = y [batch, Cout, OH, OW]
+//   backward_data     one dispatch per stride phase (ph, pw): the input pixels
+//                     (ih, iw) = (ph + stride·i, pw + stride·j) are reached only by the taps
+//                     kh = tap_h + stride·u (kw likewise) with tap_h = (ph + pad) % stride,
+//                     at oh = i + shift_h − u with shift_h = (ph + pad) / stride.
+//                     M = Cin, N = batch·sub_h·sub_w (pixels of the phase),
+//                     K = Cout·sub_kernel_h·sub_kernel_w (taps of the phase)
+//                     a_src = w (read transposed), b_src = dy [batch, Cout, OH, OW],
+//                     out = dx [batch, Cin, H, W] (the phase's pixels)
+//   backward_weight   M = Cout, N = Cin·KH·KW, K = batch·OH·OW, split into slices of
+//                     k_per_split (a multiple of 16), one per workgroup z
+//                     a_src = dy, b_src = x (patches), out = partial sums [splits, Cout, N];
+//                     conv2d_reduce.wgsl adds the slices.
+// All buffers are row-major. bias is bound but unread unless has_bias is set.
+
+struct Params {
+    batch: u32,
+    in_channels: u32,
+    in_h: u32,
+    in_w: u32,
+    out_channels: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    has_bias: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    k_per_split: u32,
+    tiles_n: u32,
+    tiles: u32,
+    phase_h: u32,
+    phase_w: u32,
+    sub_h: u32,
+    sub_w: u32,
+    sub_kernel_h: u32,
+    sub_kernel_w: u32,
+    tap_h: u32,
+    tap_w: u32,
+    shift_h: u32,
+    shift_w: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a_src: array<f32>;
+@group(0) @binding(1) var<storage, read> b_src: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+// Threads along M: 2, 4 or 8.
+override TY: u32 = 8u;
+
+const THREADS: u32 = 64u;
+const FORWARD: u32 = 0u;
+const BACKWARD_DATA: u32 = 1u;
+const BACKWARD_WEIGHT: u32 = 2u;
+
+// Rows 4g..4g + 3 of the A tile at step row k are a_tile[k * (2·TY + 1) + g] (padded by one
+// vec4 so that stores of consecutive k hit distinct banks); columns 4j..4j + 3 of the B tile
+// at k are b_tile[k * 2·TX + j].
+var<workgroup> a_tile: array<vec4<f32>, 272>; // [k_step, 2·TY + 1] vec4, at most [16, 17]
+var<workgroup> b_tile: array<vec4<f32>, 512>; // [k_step, 2·TX] vec4, at most 512
+
+// Threads along N.
+fn tx_count() -> u32 {
+    return THREADS / TY;
+}
+
+// Depth of one K step: the B tile holds at most 512 vec4s.
+fn k_step() -> u32 {
+    return min(16u, 4u * TY);
+}
+
+// i as (i / (h·w), i / w % h, i % w)
+fn unflatten(i: u32, h: u32, w: u32) -> vec3<i32> {
+    let plane = h * w;
+    let r = i % plane;
+    return vec3<i32>(i32(i / plane), i32(r / w), i32(r % w));
+}
+
+// Column k of A as (index of its row 0, step between rows).
+fn a_column(mode: u32, k: u32) -> vec2<u32> {
+    let p = params;
+    if (mode == FORWARD) {
+        // w[row, k]
+        return vec2<u32>(k, p.k);
+    }
+    if (mode == BACKWARD_DATA) {
+        // w[co, row, tap_h + stride·u, tap_w + stride·v] with k = (co, u, v)
+        let c = unflatten(k, p.sub_kernel_h, p.sub_kernel_w);
+        let kh = p.tap_h + p.stride_h * u32(c.y);
+        let kw = p.tap_w + p.stride_w * u32(c.z);
+        let taps = p.kernel_h * p.kernel_w;
+        return vec2<u32>(u32(c.x) * p.in_channels * taps + kh * p.kernel_w + kw, taps);
+    }
+    // dy[n, row, oh, ow] with k = (n, oh, ow)
+    let plane = p.out_h * p.out_w;
+    return vec2<u32>((k / plane) * p.out_channels * plane + k % plane, plane);
+}
+
+// B[k, col] is b_src[c.x + r.x + (c.y + r.y)·width + c.z + r.z] with c = b_col(col) and
+// r = b_row(k), or 0 where (c.y + r.y, c.z + r.z) falls outside the height × width image.
+
+fn b_col(mode: u32, col: u32) -> vec3<i32> {
+    let p = params;
+    if (mode == FORWARD) {
+        // col = (n, oh, ow): the patch's top-left corner in x
+        let c = unflatten(col, p.out_h, p.out_w);
+        return vec3<i32>(
+            c.x * i32(p.in_channels * p.in_h * p.in_w),
+            c.y * i32(p.stride_h) - i32(p.pad_h),
+            c.z * i32(p.stride_w) - i32(p.pad_w),
+        );
+    }
+    if (mode == BACKWARD_DATA) {
+        // col = (n, i, j): the pixel (phase_h + stride·i, phase_w + stride·j), reaching dy
+        // at (i + shift_h − u, j + shift_w − v)
+        let c = unflatten(col, p.sub_h, p.sub_w);
+        return vec3<i32>(
+            c.x * i32(p.out_channels * p.out_h * p.out_w),
+            c.y + i32(p.shift_h),
+            c.z + i32(p.shift_w),
+        );
+    }
+    // col = (ci, kh, kw): the tap's offset from a patch's top-left corner
+    let c = unflatten(col, p.kernel_h, p.kernel_w);
+    return vec3<i32>(c.x * i32(p.in_h * p.in_w), c.y - i32(p.pad_h), c.z - i32(p.pad_w));
+}
+
+fn b_row(mode: u32, k: u32) -> vec3<i32> {
+    let p = params;
+    if (mode == FORWARD) {
+        // k = (ci, kh, kw)
+        let c = unflatten(k, p.kernel_h, p.kernel_w);
+        return vec3<i32>(c.x * i32(p.in_h * p.in_w), c.y, c.z);
+    }
+    if (mode == BACKWARD_DATA) {
+        // k = (co, u, v)
+        let c = unflatten(k, p.sub_kernel_h, p.sub_kernel_w);
+        return vec3<i32>(c.x * i32(p.out_h * p.out_w), -c.y, -c.z);
+    }
+    // k = (n, oh, ow)
+    let c = unflatten(k, p.out_h, p.out_w);
+    return vec3<i32>(
+        c.x * i32(p.in_channels * p.in_h * p.in_w),
+        c.y * i32(p.stride_h),
+        c.z * i32(p.stride_w),
+    );
+}
+
+fn b_value(mode: u32, col: vec3<i32>, row: vec3<i32>) -> f32 {
+    let y = col.y + row.y;
+    let x = col.z + row.z;
+    var height = i32(params.in_h);
+    var width = i32(params.in_w);
+    if (mode == BACKWARD_DATA) {
+        height = i32(params.out_h);
+        width = i32(params.out_w);
+    }
+    if (y < 0 || x < 0 || y >= height || x >= width) {
+        return 0.0;
+    }
+    return b_src[u32(col.x + row.x + y * width + x)];
+}
+
+// B[k, col] for column col decoded as `at`, or 0 past the matrix.
+fn b_load(mode: u32, col: u32, at: vec3<i32>, k: u32, k_end: u32, row: vec3<i32>) -> f32 {
+    if (k >= k_end || col >= params.n) {
+        return 0.0;
+    }
+    return b_value(mode, at, row);
+}
+
+// Where row 0 of column col of C lives in out; rows follow every c_step(mode) elements.
+fn c_column(mode: u32, col: u32, split: u32) -> u32 {
+    let p = params;
+    if (mode == BACKWARD_WEIGHT) {
+        return split * p.m * p.n + col;
+    }
+    if (mode == BACKWARD_DATA) {
+        // col = (n, i, j) of the phase
+        let c = unflatten(col, p.sub_h, p.sub_w);
+        let ih = p.phase_h + p.stride_h * u32(c.y);
+        let iw = p.phase_w + p.stride_w * u32(c.z);
+        return u32(c.x) * p.m * p.in_h * p.in_w + ih * p.in_w + iw;
+    }
+    let plane = c_step(mode);
+    return (col / plane) * p.m * plane + col % plane;
+}
+
+fn c_step(mode: u32) -> u32 {
+    if (mode == FORWARD) {
+        return params.out_h * params.out_w;
+    }
+    if (mode == BACKWARD_DATA) {
+        return params.in_h * params.in_w;
+    }
+    return params.n;
+}
+
+// c_column of the 4 columns from col (clamped to the last, whose stores are skipped).
+fn c_quad(mode: u32, col: u32, last: u32, split: u32) -> vec4<u32> {
+    return vec4<u32>(
+        c_column(mode, min(col, last), split),
+        c_column(mode, min(col + 1u, last), split),
+        c_column(mode, min(col + 2u, last), split),
+        c_column(mode, min(col + 3u, last), split),
+    );
+}
+
+// Writes row `row` of a 4 × 4 block: columns col..col + 3 at out[at + row·step].
+fn store_row(mode: u32, row: u32, v: vec4<f32>, col: u32, at: vec4<u32>, step: u32) {
+    if (row >= params.m) {
+        return;
+    }
+    var b = 0.0;
+    if (mode == FORWARD && params.has_bias != 0u) {
+        b = bias[row];
+    }
+    let r = row * step;
+    if (col < params.n) {
+        out[at.x + r] = v.x + b;
+    }
+    if (col + 1u < params.n) {
+        out[at.y + r] = v.y + b;
+    }
+    if (col + 2u < params.n) {
+        out[at.z + r] = v.z + b;
+    }
+    if (col + 3u < params.n) {
+        out[at.w + r] = v.w + b;
+    }
+}
+
+fn gemm(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
+    let tile = wid.y * groups.x + wid.x;
+    if (tile >= params.tiles) {
+        return;
+    }
+    let tx_n = tx_count();
+    let quads_m = 2u * TY;
+    let quads_n = 2u * tx_n;
+    let bk = k_step();
+    let row0 = (tile / params.tiles_n) * 4u * quads_m;
+    let col0 = (tile % params.tiles_n) * 4u * quads_n;
+    let k_begin = wid.z * params.k_per_split;
+    let k_end = min(k_begin + params.k_per_split, params.k);
+
+    // Staging: this thread loads row quads lid / bk + i·(64 / bk) of A at step row a_k = lid % bk,
+    // and column quad b_quad of B at step rows lid / quads_n + i·(64 / quads_n). Its four
+    // columns of B are decoded once, here.
+    let a_k = lid % bk;
+    let b_quad = lid % quads_n;
+    let b_col0 = col0 + 4u * b_quad;
+    let last = params.n - 1u;
+    let c0 = b_col(mode, min(b_col0, last));
+    let c1 = b_col(mode, min(b_col0 + 1u, last));
+    let c2 = b_col(mode, min(b_col0 + 2u, last));
+    let c3 = b_col(mode, min(b_col0 + 3u, last));
+
+    // Computing: row quads ty and TY + ty, column quads tx and TX + tx of the tile, in
+    // acc[8·row block + 4·column block + row in the quad].
+    let ty = lid / tx_n;
+    let tx = lid % tx_n;
+    var acc: array<vec4<f32>, 16>;
+
+    for (var k0 = k_begin; k0 < k_end; k0 += bk) {
+        let ka = k0 + a_k;
+        let a_at = a_column(mode, ka);
+        for (var g = lid / bk; g < quads_m; g += THREADS / bk) {
+            let row = row0 + 4u * g;
+            var v = vec4<f32>();
+            if (ka < k_end) {
+                let m = params.m;
+                if (row < m) {
+                    v.x = a_src[a_at.x + row * a_at.y];
+                }
+                if (row + 1u < m) {
+                    v.y = a_src[a_at.x + (row + 1u) * a_at.y];
+                }
+                if (row + 2u < m) {
+                    v.z = a_src[a_at.x + (row + 2u) * a_at.y];
+                }
+                if (row + 3u < m) {
+                    v.w = a_src[a_at.x + (row + 3u) * a_at.y];
+                }
+            }
+            a_tile[a_k * (quads_m + 1u) + g] = v;
+        }
+        for (var kb = lid / quads_n; kb < bk; kb += THREADS / quads_n) {
+            let k = k0 + kb;
+            let row = b_row(mode, k);
+            b_tile[kb * quads_n + b_quad] = vec4<f32>(
+                b_load(mode, b_col0, c0, k, k_end, row),
+                b_load(mode, b_col0 + 1u, c1, k, k_end, row),
+                b_load(mode, b_col0 + 2u, c2, k, k_end, row),
+                b_load(mode, b_col0 + 3u, c3, k, k_end, row),
+            );
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < bk; kk++) {
+            let a0 = a_tile[kk * (quads_m + 1u) + ty];
+            let a1 = a_tile[kk * (quads_m + 1u) + TY + ty];
+            let b0 = b_tile[kk * quads_n + tx];
+            let b1 = b_tile[kk * quads_n + tx_n + tx];
+            acc[0] += a0.x * b0;
+            acc[1] += a0.y * b0;
+            acc[2] += a0.z * b0;
+            acc[3] += a0.w * b0;
+            acc[4] += a0.x * b1;
+            acc[5] += a0.y * b1;
+            acc[6] += a0.z * b1;
+            acc[7] += a0.w * b1;
+            acc[8] += a1.x * b0;
+            acc[9] += a1.y * b0;
+            acc[10] += a1.z * b0;
+            acc[11] += a1.w * b0;
+            acc[12] += a1.x * b1;
+            acc[13] += a1.y * b1;
+            acc[14] += a1.z * b1;
+            acc[15] += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+
+    let step = c_step(mode);
+    let col_a = col0 + 4u * tx;
+    let col_b = col0 + 4u * (tx_n + tx);
+    let at_a = c_quad(mode, col_a, last, wid.z);
+    let at_b = c_quad(mode, col_b, last, wid.z);
+    let row_a = row0 + 4u * ty;
+    let row_b = row0 + 4u * (TY + ty);
+    store_row(mode, row_a, acc[0], col_a, at_a, step);
+    store_row(mode, row_a + 1u, acc[1], col_a, at_a, step);
+    store_row(mode, row_a + 2u, acc[2], col_a, at_a, step);
+    store_row(mode, row_a + 3u, acc[3], col_a, at_a, step);
+    store_row(mode, row_a, acc[4], col_b, at_b, step);
+    store_row(mode, row_a + 1u, acc[5], col_b, at_b, step);
+    store_row(mode, row_a + 2u, acc[6], col_b, at_b, step);
+    store_row(mode, row_a + 3u, acc[7], col_b, at_b, step);
+    store_row(mode, row_b, acc[8], col_a, at_a, step);
+    store_row(mode, row_b + 1u, acc[9], col_a, at_a, step);
+    store_row(mode, row_b + 2u, acc[10], col_a, at_a, step);
+    store_row(mode, row_b + 3u, acc[11], col_a, at_a, step);
+    store_row(mode, row_b, acc[12], col_b, at_b, step);
+    store_row(mode, row_b + 1u, acc[13], col_b, at_b, step);
+    store_row(mode, row_b + 2u, acc[14], col_b, at_b, step);
+    store_row(mode, row_b + 3u, acc[15], col_b, at_b, step);
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+           @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm(FORWARD, wid, lid, groups);
+}
+
+@compute @workgroup_size(64)
+fn backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm(BACKWARD_DATA, wid, lid, groups);
+}
+
+@compute @workgroup_size(64)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32,
+                   @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm(BACKWARD_WEIGHT, wid, lid, groups);
+}

@@ -1,0 +1,415 @@
+//! 2-D convolution (dense and depthwise) against float64 references: forward, input, weight
+//! and bias gradients, on odd and round shapes, strides 1 to 3, paddings 0 to 2, kernels 1×1
+//! to 5×5; the references against finite differences; and the errors for bad inputs.
+
+mod common;
+
+use cenet::kernels::conv::{self, Conv2d};
+use cenet::kernels::Recorder;
+use cenet::Tensor;
+use common::reference::conv as reference;
+use common::*;
+
+/// One convolution to test: shapes, hyperparameters and whether it has a bias.
+struct Case {
+    input: [usize; 4],
+    weight: [usize; 4],
+    conv: Conv2d,
+    bias: bool,
+}
+
+/// A dense convolution of `input` to `out_channels` channels with a square `kernel`.
+fn dense(input: [usize; 4], out_channels: usize, kernel: usize, conv: Conv2d, bias: bool) -> Case {
+    Case {
+        input,
+        weight: [out_channels, input[1], kernel, kernel],
+        conv,
+        bias,
+    }
+}
+
+/// A depthwise convolution of `input` with a square `kernel`.
+fn depthwise(input: [usize; 4], kernel: usize, stride: usize, padding: usize, bias: bool) -> Case {
+    let channels = input[1];
+    Case {
+        input,
+        weight: [channels, 1, kernel, kernel],
+        conv: Conv2d::depthwise(channels, stride, padding),
+        bias,
+    }
+}
+
+/// Runs the forward pass and all gradients of `case` on the GPU and compares each with the
+/// float64 reference under TOL_REDUCTION: every output is a sum of f32 products (up to a few
+/// thousand terms here), accumulated in f32.
+fn check_against_reference(case: &Case, seed: u64) {
+    let Case {
+        input: xs,
+        weight: ws,
+        conv,
+        bias: with_bias,
+    } = *case;
+    let name = format!("input {xs:?} weight {ws:?} {conv:?} bias {with_bias}");
+    let ys = reference::conv2d_output_shape(xs, ws, &conv);
+    let mut rng = Rng::new(seed);
+    let x = through_f32(&rng.normal(xs.iter().product()));
+    let w = through_f32(&rng.normal(ws.iter().product()));
+    let b = through_f32(&rng.normal(ws[0]));
+    let dy = through_f32(&rng.normal(ys.iter().product()));
+    let (xt, wt, bt, dyt) = (
+        upload(&xs, &x),
+        upload(&ws, &w),
+        upload(&[ws[0]], &b),
+        upload(&ys, &dy),
+    );
+    let bias = with_bias.then_some(&b[..]);
+
+    let y = conv::forward(gpu(), &conv, &xt, &wt, with_bias.then_some(&bt)).unwrap();
+    assert_eq!(y.shape(), ys, "{name}: output shape");
+    let want = reference::conv2d_forward(&x, xs, &w, ws, bias, &conv);
+    assert_close(
+        &format!("{name} forward"),
+        &download(&y),
+        &want,
+        TOL_REDUCTION,
+    );
+
+    let grads = conv::backward(gpu(), &conv, &xt, &wt, &dyt, with_bias).unwrap();
+    let want = reference::conv2d_backward_data(&dy, &w, ws, xs, &conv);
+    assert_close(
+        &format!("{name} input gradient"),
+        &download(&grads.input),
+        &want,
+        TOL_REDUCTION,
+    );
+    let want = reference::conv2d_backward_weight(&x, xs, &dy, ws, &conv);
+    assert_close(
+        &format!("{name} weight gradient"),
+        &download(&grads.weight),
+        &want,
+        TOL_REDUCTION,
+    );
+    assert_eq!(
+        grads.bias.is_some(),
+        with_bias,
+        "{name}: bias gradient present"
+    );
+    if let Some(db) = grads.bias {
+        let want = reference::conv2d_backward_bias(&dy, ys);
+        assert_close(
+            &format!("{name} bias gradient"),
+            &download(&db),
+            &want,
+            TOL_REDUCTION,
+        );
+    }
+}
+
+#[test]
+fn conv2d_3x3_matches_reference_for_stride_1_and_padding_0_to_2() {
+    let cases = [
+        dense([1, 3, 7, 5], 4, 3, Conv2d::new(1, 1), true),
+        dense([3, 3, 7, 5], 5, 3, Conv2d::new(1, 0), false),
+        dense([3, 2, 7, 5], 3, 3, Conv2d::new(1, 2), true),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_against_reference(case, 10 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_matches_reference_for_strides_2_and_3() {
+    let cases = [
+        dense([3, 3, 7, 5], 5, 3, Conv2d::new(2, 1), false),
+        dense([1, 4, 8, 8], 6, 3, Conv2d::new(2, 1), true),
+        // The 1×1 projection of a ResNet shortcut.
+        dense([3, 4, 8, 8], 8, 1, Conv2d::new(2, 0), false),
+        dense([3, 3, 7, 5], 2, 5, Conv2d::new(2, 0), true),
+        dense([1, 3, 9, 9], 4, 3, Conv2d::new(2, 2), false),
+        // Stride 3 with a 5×5 kernel: nine input phases, each reached by its own taps.
+        dense([3, 2, 9, 8], 3, 5, Conv2d::new(3, 2), true),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_against_reference(case, 20 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_matches_reference_for_1x1_and_5x5_kernels() {
+    let cases = [
+        dense([3, 3, 7, 5], 4, 1, Conv2d::new(1, 0), true),
+        dense([1, 16, 5, 7], 16, 1, Conv2d::new(1, 0), false),
+        dense([1, 4, 7, 5], 6, 5, Conv2d::new(1, 2), true),
+        dense([3, 3, 7, 5], 5, 5, Conv2d::new(1, 1), false),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_against_reference(case, 30 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_with_rectangular_stride_and_padding_matches_reference() {
+    let conv = Conv2d {
+        stride: [2, 1],
+        padding: [0, 1],
+        groups: 1,
+    };
+    check_against_reference(&dense([3, 3, 7, 5], 4, 3, conv, true), 40);
+}
+
+#[test]
+fn conv2d_matches_reference_across_several_tiles_in_every_gemm_dimension() {
+    // Forward M = 80, N = 243, K = 648; input gradient M = 72, N = 243, K = 720;
+    // weight gradient M = 80, N = 648, K = 243: every dimension spans several tiles and ends
+    // in a partial one.
+    check_against_reference(&dense([3, 72, 9, 9], 80, 3, Conv2d::new(1, 1), true), 50);
+    // Strided, with 17–32 and 33–64 row tiles.
+    check_against_reference(&dense([2, 24, 9, 9], 40, 3, Conv2d::new(2, 1), false), 51);
+}
+
+#[test]
+fn conv2d_weight_and_bias_gradients_split_long_reductions_over_the_batch() {
+    // K = N·OH·OW = 3·32·32 = 3,072 for a tiny M·N: the weight gradient runs as many split-K
+    // slices added by a reduction pass.
+    check_against_reference(&dense([3, 3, 32, 32], 8, 3, Conv2d::new(1, 1), true), 60);
+    // 2·72·72 = 10,368 positions per channel: several slices in the bias gradient.
+    check_against_reference(&dense([2, 2, 72, 72], 3, 1, Conv2d::new(1, 0), true), 61);
+
+    // Each takes a pass over slices and a pass adding them up.
+    let conv = Conv2d::new(1, 1);
+    let x = Tensor::zeros(gpu(), &[3, 3, 32, 32]).unwrap();
+    let dy = Tensor::zeros(gpu(), &[3, 8, 32, 32]).unwrap();
+    let dw = Tensor::zeros(gpu(), &[8, 3, 3, 3]).unwrap();
+    let mut rec = Recorder::new(gpu());
+    conv::backward_weight_into(&mut rec, &conv, &x, &dy, &dw).unwrap();
+    assert_eq!(rec.dispatch_count(), 2, "weight gradient dispatches");
+    let dy = Tensor::zeros(gpu(), &[2, 3, 72, 72]).unwrap();
+    let db = Tensor::zeros(gpu(), &[3]).unwrap();
+    let mut rec = Recorder::new(gpu());
+    conv::backward_bias_into(&mut rec, &dy, &db).unwrap();
+    assert_eq!(rec.dispatch_count(), 2, "bias gradient dispatches");
+}
+
+#[test]
+fn depthwise_conv2d_matches_reference() {
+    let cases = [
+        depthwise([3, 5, 7, 5], 3, 1, 1, true),
+        depthwise([1, 4, 9, 9], 3, 2, 1, false),
+        depthwise([3, 3, 7, 5], 5, 1, 2, true),
+        depthwise([1, 3, 7, 5], 1, 1, 0, false),
+        depthwise([3, 6, 8, 8], 5, 2, 0, true),
+        // 3·48·48 = 6,912 positions: the weight gradient sums two slices.
+        depthwise([3, 3, 48, 48], 3, 1, 1, true),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_against_reference(case, 70 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_single_pass_forms_match_the_combined_backward() {
+    let case = dense([3, 3, 7, 5], 4, 3, Conv2d::new(2, 1), true);
+    let (xs, ws, conv) = (case.input, case.weight, case.conv);
+    let ys = conv.output_shape(&xs, &ws).unwrap();
+    let mut rng = Rng::new(80);
+    let x = upload(&xs, &rng.normal(xs.iter().product()));
+    let w = upload(&ws, &rng.normal(ws.iter().product()));
+    let dy = upload(&ys, &rng.normal(ys.iter().product()));
+
+    let grads = conv::backward(gpu(), &conv, &x, &w, &dy, true).unwrap();
+    let dx = conv::backward_data(gpu(), &conv, &dy, &w, &xs).unwrap();
+    let dw = conv::backward_weight(gpu(), &conv, &x, &dy, &ws).unwrap();
+    let db = conv::backward_bias(gpu(), &dy).unwrap();
+    assert_eq!(download(&dx), download(&grads.input));
+    assert_eq!(download(&dw), download(&grads.weight));
+    assert_eq!(download(&db), download(&grads.bias.unwrap()));
+}
+
+#[test]
+fn conv2d_recording_forms_write_into_caller_tensors_in_one_submission() {
+    let (xs, ws) = ([1, 3, 7, 5], [4, 3, 3, 3]);
+    let conv = Conv2d::new(1, 1);
+    let ys = conv.output_shape(&xs, &ws).unwrap();
+    assert_eq!(ys, [1, 4, 7, 5]);
+    let mut rng = Rng::new(81);
+    let x = through_f32(&rng.normal(xs.iter().product()));
+    let w = through_f32(&rng.normal(ws.iter().product()));
+    let (xt, wt) = (upload(&xs, &x), upload(&ws, &w));
+    let y = Tensor::zeros(gpu(), &ys).unwrap();
+    let dx = Tensor::zeros(gpu(), &xs).unwrap();
+
+    // Forward, then the input gradient of L = ½‖y‖², whose output gradient is y itself.
+    let mut rec = Recorder::new(gpu());
+    conv::forward_into(&mut rec, &conv, &xt, &wt, None, &y).unwrap();
+    conv::backward_data_into(&mut rec, &conv, &y, &wt, &dx).unwrap();
+    rec.submit().unwrap();
+
+    let want_y = reference::conv2d_forward(&x, xs, &w, ws, None, &conv);
+    assert_close("recorded forward", &download(&y), &want_y, TOL_REDUCTION);
+    let want_dx = reference::conv2d_backward_data(&want_y, &w, ws, xs, &conv);
+    assert_close(
+        "recorded input gradient",
+        &download(&dx),
+        &want_dx,
+        TOL_REDUCTION,
+    );
+}
+
+/// Checks all three reference gradients of `case` against finite differences of
+/// L = ⟨conv(x, w) + b, dy⟩.
+fn check_reference_gradients(case: &Case, seed: u64) {
+    let (xs, ws, conv) = (case.input, case.weight, case.conv);
+    let name = format!("reference input {xs:?} weight {ws:?} {conv:?}");
+    let ys = reference::conv2d_output_shape(xs, ws, &conv);
+    let mut rng = Rng::new(seed);
+    let x = rng.normal(xs.iter().product());
+    let w = rng.normal(ws.iter().product());
+    let b = rng.normal(ws[0]);
+    let dy = rng.normal(ys.iter().product());
+    let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+        dot(
+            &reference::conv2d_forward(x, xs, w, ws, Some(b), &conv),
+            &dy,
+        )
+    };
+
+    let dx = reference::conv2d_backward_data(&dy, &w, ws, xs, &conv);
+    check_gradient(&format!("{name} input"), &x, &dx, 40, |x| loss(x, &w, &b));
+    let dw = reference::conv2d_backward_weight(&x, xs, &dy, ws, &conv);
+    check_gradient(&format!("{name} weight"), &w, &dw, 40, |w| loss(&x, w, &b));
+    let db = reference::conv2d_backward_bias(&dy, ys);
+    check_gradient(&format!("{name} bias"), &b, &db, 40, |b| loss(&x, &w, b));
+}
+
+#[test]
+fn conv2d_reference_gradients_match_finite_differences() {
+    check_reference_gradients(&dense([2, 3, 7, 5], 4, 3, Conv2d::new(2, 1), true), 90);
+    check_reference_gradients(&dense([1, 2, 5, 6], 3, 5, Conv2d::new(1, 2), true), 91);
+    check_reference_gradients(&depthwise([2, 3, 7, 5], 3, 2, 1, true), 92);
+    // A group count the GPU kernels reject: the reference still covers it.
+    let grouped = Case {
+        input: [1, 4, 5, 5],
+        weight: [6, 2, 3, 3],
+        conv: Conv2d::new(1, 1).with_groups(2),
+        bias: true,
+    };
+    check_reference_gradients(&grouped, 93);
+}
+
+fn forward_error(xs: &[usize], ws: &[usize], conv: Conv2d, bias: Option<&[usize]>) -> String {
+    let x = Tensor::zeros(gpu(), xs).unwrap();
+    let w = Tensor::zeros(gpu(), ws).unwrap();
+    let b = bias.map(|s| Tensor::zeros(gpu(), s).unwrap());
+    conv::forward(gpu(), &conv, &x, &w, b.as_ref())
+        .expect_err("the convolution should be rejected")
+        .to_string()
+}
+
+#[test]
+fn conv2d_rejects_mismatched_channels_naming_both_shapes() {
+    let err = forward_error(&[1, 3, 7, 5], &[16, 4, 3, 3], Conv2d::new(1, 1), None);
+    assert!(
+        err.contains("conv2d")
+            && err.contains("3 channels")
+            && err.contains("[1, 3, 7, 5]")
+            && err.contains("[16, 4, 3, 3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conv2d_rejects_group_counts_other_than_1_and_depthwise() {
+    let err = forward_error(
+        &[1, 4, 7, 5],
+        &[4, 2, 3, 3],
+        Conv2d::new(1, 1).with_groups(2),
+        None,
+    );
+    assert!(
+        err.contains("conv2d") && err.contains("groups = 2") && err.contains("depthwise"),
+        "{err}"
+    );
+    // groups = channels, but a channel multiplier of 2 is not depthwise either.
+    let err = forward_error(
+        &[1, 4, 7, 5],
+        &[8, 1, 3, 3],
+        Conv2d::depthwise(4, 1, 1),
+        None,
+    );
+    assert!(
+        err.contains("conv2d") && err.contains("groups = 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conv2d_rejects_bad_bias_kernel_and_ranks() {
+    let err = forward_error(&[1, 3, 7, 5], &[4, 3, 3, 3], Conv2d::new(1, 1), Some(&[5]));
+    assert!(
+        err.contains("conv2d")
+            && err.contains("bias")
+            && err.contains("[5]")
+            && err.contains("[4]"),
+        "{err}"
+    );
+
+    let err = forward_error(&[1, 3, 3, 3], &[4, 3, 5, 5], Conv2d::new(1, 0), None);
+    assert!(
+        err.contains("conv2d") && err.contains("larger than the padded input 3×3"),
+        "{err}"
+    );
+
+    let err = forward_error(&[3, 7, 5], &[4, 3, 3, 3], Conv2d::new(1, 1), None);
+    assert!(
+        err.contains("conv2d") && err.contains("4-D") && err.contains("[3, 7, 5]"),
+        "{err}"
+    );
+
+    let err = forward_error(&[1, 3, 7, 5], &[4, 3, 3, 3], Conv2d::new(0, 1), None);
+    assert!(err.contains("conv2d") && err.contains("stride"), "{err}");
+}
+
+#[test]
+fn conv2d_recording_forms_reject_wrongly_shaped_outputs() {
+    let conv = Conv2d::new(2, 1);
+    let x = Tensor::zeros(gpu(), &[1, 3, 7, 5]).unwrap();
+    let w = Tensor::zeros(gpu(), &[4, 3, 3, 3]).unwrap();
+    let dy = Tensor::zeros(gpu(), &[1, 4, 4, 3]).unwrap();
+    let wrong = Tensor::zeros(gpu(), &[1, 4, 7, 5]).unwrap();
+    let mut rec = Recorder::new(gpu());
+
+    let err = conv::forward_into(&mut rec, &conv, &x, &w, None, &wrong)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d") && err.contains("[1, 4, 7, 5]") && err.contains("[1, 4, 4, 3]"),
+        "{err}"
+    );
+
+    let err = conv::backward_data_into(&mut rec, &conv, &wrong, &w, &x)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_backward_data") && err.contains("[1, 4, 7, 5]"),
+        "{err}"
+    );
+
+    let dw = Tensor::zeros(gpu(), &[4, 3, 3, 3]).unwrap();
+    let err = conv::backward_weight_into(&mut rec, &conv, &x, &wrong, &dw)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_backward_weight") && err.contains("[1, 4, 4, 3]"),
+        "{err}"
+    );
+
+    let db = Tensor::zeros(gpu(), &[3]).unwrap();
+    let err = conv::backward_bias_into(&mut rec, &dy, &db)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d_backward_bias") && err.contains("[3]") && err.contains("[4]"),
+        "{err}"
+    );
+    assert_eq!(rec.dispatch_count(), 0);
+}
