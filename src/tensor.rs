@@ -147,9 +147,18 @@ impl Tensor {
         let capacity = self.buffer().size() / 4;
         let elements: usize = shape.iter().product();
         if elements as u64 > capacity {
-            return Err(Error::shape("view", "elements over the buffer's capacity", shape, &[capacity as usize]));
+            return Err(Error::shape(
+                "view",
+                "elements over the buffer's capacity",
+                shape,
+                &[capacity as usize],
+            ));
         }
-        Ok(Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// The underlying wgpu buffer.

@@ -13,16 +13,7 @@ fn conv_with_wrong_input_channels_names_op_node_and_shapes() {
         .param("conv1.weight", &[16, 4, 3, 3], Init::Constant(0.0))
         .unwrap();
     let err = g
-        .conv2d(
-            x,
-            w,
-            None,
-            Conv2d {
-                stride: 1,
-                padding: 1,
-                groups: 1,
-            },
-        )
+        .conv2d(x, w, None, Conv2d::new(1, 1))
         .unwrap_err()
         .to_string();
     assert!(

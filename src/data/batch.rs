@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::augment::Augment;
 use super::dataset::{Dataset, IMAGE_SIZE, PIXELS_PER_CHANNEL};
-use crate::rng::SplitMix64;
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 
 /// How a [`Batcher`] walks its data set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

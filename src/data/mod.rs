@@ -37,13 +37,13 @@ pub mod synthetic;
 
 use std::path::Path;
 
+pub use crate::rng::SplitMix64;
 pub use augment::{Augment, CropFlip};
 pub use batch::{Batch, Batcher, BatcherConfig, BatcherState};
 pub use cifar::{load_cifar10, load_cifar100, write_cifar100_bin, write_cifar_bin, CifarKind};
 pub use dataset::{Dataset, Split, IMAGE_SIZE, PIXELS_PER_CHANNEL};
 pub use idx::{load_fashion_mnist, load_mnist, IdxSet};
 pub use normalize::Normalization;
-pub use crate::rng::SplitMix64;
 
 use crate::error::{Error, Result};
 

@@ -14,8 +14,8 @@ use std::f64::consts::{PI, TAU};
 
 use super::dataset::{Dataset, Split, IMAGE_SIZE, PIXELS_PER_CHANNEL};
 use super::normalize::Normalization;
-use crate::rng::SplitMix64;
 use crate::error::Result;
+use crate::rng::SplitMix64;
 
 /// Number of classes.
 pub const CLASSES: usize = 10;

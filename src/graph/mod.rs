@@ -7,6 +7,7 @@
 //! temporary tensor of that list to a reusable buffer, and `exec` records it on the GPU.
 
 pub mod autodiff;
+pub mod exec;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -68,37 +69,9 @@ pub struct StateInfo {
     pub init: Init,
 }
 
-/// Convolution geometry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2d {
-    /// Stride in both directions.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub padding: usize,
-    /// 1, or the number of channels for a depthwise convolution.
-    pub groups: usize,
-}
+pub use crate::kernels::conv::Conv2d;
 
-impl Default for Conv2d {
-    fn default() -> Self {
-        Conv2d {
-            stride: 1,
-            padding: 0,
-            groups: 1,
-        }
-    }
-}
-
-/// Max-pooling geometry (PyTorch's `nn.MaxPool2d`, padding counts as −∞).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MaxPool2d {
-    /// Window size.
-    pub kernel: usize,
-    /// Step between windows.
-    pub stride: usize,
-    /// Padding on every side.
-    pub padding: usize,
-}
+pub use crate::kernels::pool::MaxPool2d;
 
 /// A batch-norm layer's parameters and state.
 #[derive(Clone, Debug)]
@@ -119,45 +92,15 @@ pub struct BatchNormLayer {
     pub eps: f32,
 }
 
-/// Options of a Channel Equilibrium block (see the CE spec).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CeOptions {
-    /// Channels per decorrelation group (halved until it divides C).
-    pub group_size: usize,
-    /// Newton–Schulz iterations.
-    pub iterations: usize,
-    /// Added to the covariance's diagonal.
-    pub eps: f32,
-    /// Momentum of the running statistics.
-    pub momentum: f32,
-    /// Reduction of the reweighting MLP (C → C / reduction → C).
-    pub reduction: usize,
-    /// Centre the input and rescale by 1/sqrt(tr Σ) (IterNorm's form; off in the released code).
-    pub centred: bool,
-}
+pub use crate::kernels::ce::CeOptions;
 
-impl Default for CeOptions {
-    fn default() -> Self {
-        CeOptions {
-            group_size: 16,
-            iterations: 3,
-            eps: 1e-5,
-            momentum: 0.1,
-            reduction: 4,
-            centred: false,
-        }
+/// The group size CE uses for `channels`: the requested one halved until it divides them.
+pub fn ce_group_size(options: &CeOptions, channels: usize) -> usize {
+    let mut d = options.group_size.max(1);
+    while d > 1 && !channels.is_multiple_of(d) {
+        d /= 2;
     }
-}
-
-impl CeOptions {
-    /// The group size actually used for `channels`: halved until it divides them.
-    pub fn group_size_for(&self, channels: usize) -> usize {
-        let mut d = self.group_size.max(1);
-        while d > 1 && !channels.is_multiple_of(d) {
-            d /= 2;
-        }
-        d
-    }
+    d
 }
 
 /// A CE block's parameters and state (PyTorch names under its prefix).
@@ -400,12 +343,6 @@ impl Graph {
                 &[cout, cin / groups, kh, kw],
             ));
         }
-        if geometry.stride == 0 {
-            return Err(Error::invalid(
-                "conv2d",
-                format!("{name}: stride must be at least 1"),
-            ));
-        }
         if let Some(b) = bias {
             if self.shape(b) != [cout] {
                 return Err(Error::shape(
@@ -416,15 +353,9 @@ impl Graph {
                 ));
             }
         }
-        let (hp, wp) = (h + 2 * geometry.padding, w + 2 * geometry.padding);
-        if hp < kh || wp < kw {
-            return Err(Error::invalid(
-                "conv2d",
-                format!("{name}: kernel {kh}×{kw} is larger than the padded input {hp}×{wp}"),
-            ));
-        }
-        let oh = (hp - kh) / geometry.stride + 1;
-        let ow = (wp - kw) / geometry.stride + 1;
+        let out = geometry
+            .output_shape(&[n, cin, h, w], self.shape(weight))
+            .map_err(|e| Error::invalid("conv2d", format!("{name}: {e}")))?;
         Ok(self.push(
             Op::Conv2d {
                 x,
@@ -432,7 +363,7 @@ impl Graph {
                 bias,
                 geometry,
             },
-            vec![n, cout, oh, ow],
+            out.to_vec(),
             name,
         ))
     }
@@ -491,7 +422,7 @@ impl Graph {
                 format!("{prefix}: a {h}×{w} plane has no unbiased spatial variance (H·W must be at least 2)"),
             ));
         }
-        let d = options.group_size_for(c);
+        let d = ce_group_size(&options, c);
         let g = c / d;
         let hidden = c / r;
         let theta = self.param(&format!("{prefix}.x_weight"), &[1], Init::Constant(0.0))?;
@@ -590,26 +521,9 @@ impl Graph {
 
     /// Max pooling.
     pub fn max_pool2d(&mut self, x: NodeId, geometry: MaxPool2d) -> Result<NodeId> {
-        let [n, c, h, w] = self.nchw("max_pool2d", x)?;
-        let MaxPool2d {
-            kernel,
-            stride,
-            padding,
-        } = geometry;
-        if kernel == 0
-            || stride == 0
-            || 2 * padding > kernel
-            || h + 2 * padding < kernel
-            || w + 2 * padding < kernel
-        {
-            return Err(Error::invalid(
-                "max_pool2d",
-                format!("kernel {kernel}, stride {stride}, padding {padding} do not fit a {h}×{w} input"),
-            ));
-        }
-        let oh = (h + 2 * padding - kernel) / stride + 1;
-        let ow = (w + 2 * padding - kernel) / stride + 1;
-        Ok(self.push(Op::MaxPool2d { x, geometry }, vec![n, c, oh, ow], "maxpool"))
+        let dims = self.nchw("max_pool2d", x)?;
+        let out = geometry.output_shape(dims)?;
+        Ok(self.push(Op::MaxPool2d { x, geometry }, out.to_vec(), "maxpool"))
     }
 
     /// y = x·Wᵀ + b with `weight` [out, in] and `bias` [out].

@@ -239,7 +239,12 @@ impl<'g> Recorder<'g> {
                         encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
                         i += 1;
                     }
-                    Command::CopyToBuffer { from, to, offset, bytes } => {
+                    Command::CopyToBuffer {
+                        from,
+                        to,
+                        offset,
+                        bytes,
+                    } => {
                         encoder.copy_buffer_to_buffer(from, 0, to, *offset, *bytes);
                         i += 1;
                     }

@@ -52,11 +52,7 @@ impl ResNetConfig {
         let mut g = Graph::new();
         let input = g.input(&[batch, self.in_channels, 32, 32]);
         let labels = g.labels(batch);
-        let same = Conv2d {
-            stride: 1,
-            padding: 1,
-            groups: 1,
-        };
+        let same = Conv2d::new(1, 1);
 
         let mut x = conv(&mut g, input, "conv1", 16, 3, same)?;
         x = g.batch_norm(x, "bn1")?;
@@ -106,11 +102,7 @@ impl ResNetConfig {
             &format!("{prefix}.conv1"),
             width,
             3,
-            Conv2d {
-                stride,
-                padding: 1,
-                groups: 1,
-            },
+            Conv2d::new(stride, 1),
         )?;
         y = g.batch_norm(y, &format!("{prefix}.bn1"))?;
         y = g.relu(y);
@@ -120,11 +112,7 @@ impl ResNetConfig {
             &format!("{prefix}.conv2"),
             width,
             3,
-            Conv2d {
-                stride: 1,
-                padding: 1,
-                groups: 1,
-            },
+            Conv2d::new(1, 1),
         )?;
         y = g.batch_norm(y, &format!("{prefix}.bn2"))?;
         if let Some(options) = self.ce {
@@ -137,11 +125,7 @@ impl ResNetConfig {
                 &format!("{prefix}.downsample.0"),
                 width,
                 1,
-                Conv2d {
-                    stride,
-                    padding: 0,
-                    groups: 1,
-                },
+                Conv2d::new(stride, 0),
             )?;
             g.batch_norm(s, &format!("{prefix}.downsample.1"))?
         } else {

@@ -181,3 +181,21 @@ pub fn check_gradient(
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// Like [`assert_close`], for values that can be exactly zero in exact arithmetic (a running
+/// mean of batch-normalised data): the error is measured against ‖want‖₂ or against
+/// `typical`·√len, whichever is larger, where `typical` is the magnitude the values have
+/// in general.
+#[track_caller]
+pub fn assert_close_near_zero(name: &str, got: &[f64], want: &[f64], tol: f64, typical: f64) {
+    let c = compare(got, want);
+    let norm = want.iter().map(|w| w * w).sum::<f64>().sqrt();
+    let floor = typical * (want.len() as f64).sqrt();
+    let error = c.normwise * norm.max(f64::MIN_POSITIVE) / norm.max(floor);
+    let report = format!(
+        "{name}: error {error:.3e} relative to max(‖want‖, {typical}·√n) (tolerance {tol:.0e}), worst element [{}] got {} want {}",
+        c.worst_index, c.worst_got, c.worst_want
+    );
+    println!("{report}");
+    assert!(error <= tol, "{report}");
+}

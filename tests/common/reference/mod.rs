@@ -7,5 +7,6 @@ pub mod ce;
 pub mod conv;
 pub mod linear;
 pub mod loss;
+pub mod network;
 pub mod pool;
 pub mod sgd;
