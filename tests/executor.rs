@@ -244,3 +244,48 @@ fn wrong_batch_data_is_a_clear_error() {
     );
     let _: HashMap<String, Vec<f32>> = HashMap::new();
 }
+
+#[test]
+fn state_dict_round_trip_is_exact_and_strict() {
+    use cenet::checkpoint::StateDict;
+    let config = ResNetConfig::new(8, true).unwrap();
+    let mut a = Executor::new(gpu(), move |b| config.build(b), 4).unwrap();
+    let mut rng = Rng::new(9);
+    let (images, labels) = random_batch(&mut rng, 2, 3, 10);
+    let sgd = SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    a.train_step(&to_f32(&images), &labels, &sgd, false)
+        .unwrap();
+    let saved = a.state_dict().unwrap();
+    assert_eq!(
+        saved
+            .get_i64_scalar("layer1.0.bn2.num_batches_tracked")
+            .unwrap(),
+        1
+    );
+    let bytes = saved.to_bytes().unwrap();
+
+    // A fresh executor with another seed, loaded from the bytes, computes the same logits.
+    let mut b = Executor::new(gpu(), move |n| config.build(n), 99).unwrap();
+    b.load_state_dict(&StateDict::from_bytes(&bytes, "memory").unwrap())
+        .unwrap();
+    assert_eq!(b.state_dict().unwrap(), saved);
+    let la = a.logits(&to_f32(&images), &labels).unwrap();
+    let lb = b.logits(&to_f32(&images), &labels).unwrap();
+    assert_eq!(la, lb);
+
+    // A state dict of another model is refused, listing what is wrong, and loads nothing.
+    let plain = ResNetConfig::new(8, false).unwrap();
+    let mut c = Executor::new(gpu(), move |n| plain.build(n), 1).unwrap();
+    let before = c.state_dict().unwrap();
+    let err = c.load_state_dict(&saved).unwrap_err().to_string();
+    assert!(
+        err.contains("unexpected") && err.contains("ce.x_weight"),
+        "{err}"
+    );
+    assert_eq!(c.state_dict().unwrap(), before);
+}

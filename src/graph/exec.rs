@@ -121,19 +121,23 @@ fn readback_error(reason: &str) -> Error {
 /// The parameters, optimizer state and running statistics of a network, and its compiled
 /// forms.
 pub struct Executor {
-    gpu: Gpu,
+    pub(crate) gpu: Gpu,
     build: Box<dyn Fn(usize) -> Result<Model>>,
     /// Parameters and state buffers by state-dict name.
-    tensors: HashMap<String, Tensor>,
+    pub(crate) tensors: HashMap<String, Tensor>,
     /// Momentum buffers by parameter name (zero until the first step, which makes PyTorch's
     /// first-step rule `buf = d` the same arithmetic as `buf = μ·buf + d`).
-    momentum: HashMap<String, Tensor>,
+    pub(crate) momentum: HashMap<String, Tensor>,
     /// `num_batches_tracked` by batch-norm prefix; CE blocks' trained steps by CE prefix.
-    counters: HashMap<String, u64>,
+    pub(crate) counters: HashMap<String, u64>,
     compiled: HashMap<(usize, Mode), Compiled>,
     /// Names in the order the model declares them (parameters, then states).
-    param_names: Vec<String>,
-    state_names: Vec<String>,
+    pub(crate) param_names: Vec<String>,
+    pub(crate) state_names: Vec<String>,
+    /// Batch-norm layer prefixes, in declaration order.
+    pub(crate) bn_prefixes: Vec<String>,
+    /// CE block prefixes, in declaration order.
+    pub(crate) ce_prefixes: Vec<String>,
     /// Optimizer steps taken.
     pub steps: u64,
 }
@@ -178,6 +182,8 @@ impl Executor {
             gpu: gpu.clone(),
             param_names: graph.params.iter().map(|p| p.name.clone()).collect(),
             state_names: graph.states.iter().map(|s| s.name.clone()).collect(),
+            bn_prefixes: graph.batch_norms.iter().map(|b| b.prefix.clone()).collect(),
+            ce_prefixes: graph.ce_layers.iter().map(|l| l.prefix.clone()).collect(),
             build: Box::new(build),
             tensors,
             momentum,

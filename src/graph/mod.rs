@@ -9,6 +9,7 @@
 pub mod autodiff;
 pub mod exec;
 pub mod plan;
+pub mod state;
 
 use std::collections::HashMap;
 
