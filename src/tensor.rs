@@ -30,7 +30,7 @@ impl Tensor {
         let elements: usize = shape.iter().product();
         let bytes = elements as u64 * 4;
         gpu.check_binding_size(&format!("{what} {shape:?}"), bytes)?;
-        let buffer = gpu.pool().take(gpu.device(), bytes);
+        let buffer = gpu.pool().take(gpu, bytes);
         Ok(Tensor {
             buffer: Arc::new(buffer),
             shape: shape.to_vec(),
@@ -204,6 +204,7 @@ pub async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result
     if bytes == 0 {
         return Ok(Vec::new());
     }
+    gpu.note_allocation();
     let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("cenet readback"),
         size: bytes,

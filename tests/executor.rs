@@ -289,3 +289,47 @@ fn state_dict_round_trip_is_exact_and_strict() {
     );
     assert_eq!(c.state_dict().unwrap(), before);
 }
+
+#[test]
+fn steady_state_steps_allocate_nothing_and_compile_nothing() {
+    // A device of its own, so other tests' work does not count.
+    let gpu = cenet::Gpu::new().unwrap();
+    let config = ResNetConfig::new(8, true).unwrap();
+    let mut exec = Executor::new(&gpu, move |b| config.build(b), 1).unwrap();
+    let mut rng = Rng::new(3);
+    let (images, labels) = random_batch(&mut rng, 2, 3, 10);
+    let images = to_f32(&images);
+    let mut sgd = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    exec.train_step(&images, &labels, &sgd, true)
+        .unwrap()
+        .unwrap()
+        .wait(&gpu)
+        .unwrap();
+    let (buffers, pipelines) = (gpu.buffers_created(), gpu.pipelines_compiled());
+    for step in 0..3 {
+        // A schedule changing the learning rate does not re-record the step.
+        sgd.lr *= 0.5;
+        let pending = exec
+            .train_step(&images, &labels, &sgd, step % 2 == 0)
+            .unwrap();
+        if let Some(p) = pending {
+            p.wait(&gpu).unwrap();
+        }
+    }
+    gpu.wait_idle().unwrap();
+    assert_eq!(
+        gpu.buffers_created(),
+        buffers,
+        "buffers created after the first step"
+    );
+    assert_eq!(
+        gpu.pipelines_compiled(),
+        pipelines,
+        "pipelines compiled after the first step"
+    );
+}

@@ -28,6 +28,7 @@ pub(crate) struct GpuInner {
     pipelines: PipelineCache,
     pool: Arc<BufferPool>,
     uncaptured: Arc<Mutex<Option<String>>>,
+    allocations: std::sync::atomic::AtomicU64,
 }
 
 impl Gpu {
@@ -85,6 +86,7 @@ impl Gpu {
                 adapter: summary,
                 limits,
                 uncaptured,
+                allocations: Default::default(),
             }),
         })
     }
@@ -195,6 +197,21 @@ impl Gpu {
     /// Bytes currently held by the buffer pool, free for reuse.
     pub fn pooled_bytes(&self) -> u64 {
         self.inner.pool.free_bytes()
+    }
+
+    /// Counts a GPU buffer created by cenet (tensors, parameter blocks, staging buffers).
+    pub(crate) fn note_allocation(&self) {
+        self.inner
+            .allocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// GPU buffers cenet has created on this device so far (pooled reuse does not count):
+    /// a steady-state training step adds none.
+    pub fn buffers_created(&self) -> u64 {
+        self.inner
+            .allocations
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until the queue is idle (native); a no-op on the web.

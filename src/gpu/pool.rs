@@ -16,7 +16,8 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     /// A buffer of exactly `bytes` (rounded up to 4), reused when one is free.
-    pub(crate) fn take(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+    pub(crate) fn take(self: &Arc<Self>, gpu: &super::Gpu, bytes: u64) -> PooledBuffer {
+        let device = gpu.device();
         let bytes = bytes.max(4).next_multiple_of(4);
         let reused = self
             .free
@@ -25,6 +26,7 @@ impl BufferPool {
             .get_mut(&bytes)
             .and_then(Vec::pop);
         let buffer = reused.unwrap_or_else(|| {
+            gpu.note_allocation();
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("cenet tensor"),
                 size: bytes,

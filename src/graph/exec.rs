@@ -5,6 +5,7 @@
 //! submitted once; the loss and accuracy are read back only when asked, without blocking.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::channel::oneshot;
 
@@ -17,7 +18,7 @@ use crate::kernels::activation::{self, Activation};
 use crate::kernels::batchnorm::{self, BatchNorm2d, BatchNormGrads, SavedStats};
 use crate::kernels::ce::{self, CeGrads, CeSaved, CeState};
 use crate::kernels::sgd::{self, SgdConfig};
-use crate::kernels::{conv, linear, loss, pool, Recorder};
+use crate::kernels::{conv, linear, loss, pool, Program, Recorder};
 use crate::nn::Model;
 use crate::rng::SplitMix64 as Rng;
 use crate::tensor::{DType, Tensor};
@@ -44,11 +45,14 @@ struct Compiled {
     pool_indices: HashMap<NodeId, Tensor>,
     correct: Option<Tensor>,
     dispatches: usize,
+    /// The step as recorded the first time it ran.
+    recorded: Option<Program>,
 }
 
 /// Metrics of a step or batch, in flight from the GPU.
 pub struct PendingMetrics {
-    staging: wgpu::Buffer,
+    staging: Option<wgpu::Buffer>,
+    recycle: Arc<Mutex<Vec<wgpu::Buffer>>>,
     receiver: oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
     batch: usize,
 }
@@ -95,14 +99,21 @@ impl PendingMetrics {
         pollster::block_on(self.read(gpu))
     }
 
-    fn decode(&self) -> Result<Metrics> {
-        let view = self
+    fn decode(&mut self) -> Result<Metrics> {
+        let staging = self
             .staging
+            .take()
+            .ok_or_else(|| readback_error("already read"))?;
+        let view = staging
             .get_mapped_range(..)
             .map_err(|e| readback_error(&e.to_string()))?;
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(&view);
         drop(view);
-        self.staging.unmap();
+        staging.unmap();
+        self.recycle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(staging);
         Ok(Metrics {
             loss: values[0],
             correct: values[1].round() as u32,
@@ -138,6 +149,10 @@ pub struct Executor {
     pub(crate) bn_prefixes: Vec<String>,
     /// CE block prefixes, in declaration order.
     pub(crate) ce_prefixes: Vec<String>,
+    /// SGD's hyperparameters as the update kernels read them, written before each step.
+    hyper: Tensor,
+    /// Staging buffers of metrics already read, for reuse.
+    staging_free: Arc<Mutex<Vec<wgpu::Buffer>>>,
     /// Optimizer steps taken.
     pub steps: u64,
 }
@@ -189,6 +204,8 @@ impl Executor {
             momentum,
             counters,
             compiled: HashMap::new(),
+            hyper: Tensor::zeros(gpu, &[4])?,
+            staging_free: Arc::new(Mutex::new(Vec::new())),
             steps: 0,
         })
     }
@@ -329,6 +346,7 @@ impl Executor {
             pool_indices,
             correct,
             dispatches: 0,
+            recorded: None,
         })
     }
 
@@ -535,6 +553,71 @@ impl Executor {
             .queue()
             .write_buffer(label_tensor.buffer(), 0, bytemuck::cast_slice(labels));
 
+        if let Update::Sgd(sgd) = update {
+            self.gpu.queue().write_buffer(
+                self.hyper.buffer(),
+                0,
+                bytemuck::cast_slice(&sgd.to_hyper()),
+            );
+        }
+
+        // A step is recorded once per compiled form and replayed: its bind groups, parameter
+        // buffers and scratch tensors are made on the first step only. Gradient readback
+        // records afresh, since it copies into tensors of its own.
+        let fresh;
+        let program = match update {
+            Update::CopyGradients(_) => {
+                fresh = self.record_program(c, update)?;
+                &fresh
+            }
+            Update::Sgd(_) | Update::None => {
+                if c.recorded.is_none() {
+                    c.recorded = Some(self.record_program(c, update)?);
+                }
+                c.recorded.as_ref().expect("recorded above")
+            }
+        };
+
+        let staging = if metrics {
+            Some(self.metrics_buffer())
+        } else {
+            None
+        };
+        let loss = &c.values[c.program.values[&c.model.loss].0];
+        let commands = self.gpu.scoped("encoding a step", || {
+            let mut encoder =
+                self.gpu
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cenet step"),
+                    });
+            program.encode(&mut encoder);
+            if let (Some(staging), Some(correct)) = (&staging, &c.correct) {
+                encoder.copy_buffer_to_buffer(loss.buffer(), 0, staging, 0, 4);
+                encoder.copy_buffer_to_buffer(correct.buffer(), 0, staging, 4, 4);
+            }
+            encoder.finish()
+        })?;
+        let dispatches = program.dispatch_count();
+        self.gpu.scoped("submitting a step", || {
+            self.gpu.queue().submit([commands]);
+        })?;
+        let pending = staging.map(|staging| {
+            let (sender, receiver) = oneshot::channel();
+            staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = sender.send(r);
+            });
+            PendingMetrics {
+                staging: Some(staging),
+                receiver,
+                batch: labels.len(),
+                recycle: self.staging_free.clone(),
+            }
+        });
+        Ok((pending, dispatches))
+    }
+
+    fn record_program(&self, c: &mut Compiled, update: &Update) -> Result<Program> {
         let mut rec = Recorder::new(&self.gpu);
         // CE's saved buffers note which pass filled them, so they are lent out mutably.
         let mut ce_saved = std::mem::take(&mut c.ce_saved);
@@ -545,34 +628,25 @@ impl Executor {
             .try_for_each(|instr| self.record(&mut rec, c, &mut ce_saved, instr, update));
         c.ce_saved = ce_saved;
         recorded?;
-        let pending = if metrics {
-            let staging = self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        Ok(rec.into_program())
+    }
+
+    /// An 8-byte staging buffer for a step's loss and correct count, reused once read.
+    fn metrics_buffer(&self) -> wgpu::Buffer {
+        let reused = self
+            .staging_free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        reused.unwrap_or_else(|| {
+            self.gpu.note_allocation();
+            self.gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("cenet metrics"),
                 size: 8,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            });
-            let loss = &c.values[c.program.values[&c.model.loss].0];
-            rec.copy_to_buffer(loss, &staging, 0);
-            rec.copy_to_buffer(c.correct.as_ref().expect("a loss node"), &staging, 4);
-            Some(staging)
-        } else {
-            None
-        };
-        let dispatches = rec.dispatch_count();
-        rec.submit()?;
-        let pending = pending.map(|staging| {
-            let (sender, receiver) = oneshot::channel();
-            staging.map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = sender.send(r);
-            });
-            PendingMetrics {
-                staging,
-                receiver,
-                batch: labels.len(),
-            }
-        });
-        Ok((pending, dispatches))
+            })
+        })
     }
 
     fn record(
@@ -810,14 +884,22 @@ impl Executor {
             Instr::Accumulate { a, b, out } => activation::add_into(rec, t(*a), t(*b), t(*out))?,
             Instr::Update { param, grad } => {
                 let name = &graph.params[param.0].name;
-                let sgd = match update {
-                    Update::Sgd(sgd) => sgd,
+                match update {
+                    Update::Sgd(_) => {}
                     Update::CopyGradients(sink) => return rec.copy(t(*grad), &sink[name]),
                     Update::None => return Ok(()),
-                };
-                let momentum = (sgd.momentum > 0.0).then(|| &self.momentum[name]);
-                // Momentum buffers start at zero, so the first step's `buf = d` is `μ·0 + d`.
-                sgd::sgd_step_into(rec, sgd, false, &self.named(name)?, t(*grad), momentum)?;
+                }
+                // Momentum buffers start at zero, so the first step's `buf = d` is `μ·0 + d`;
+                // the hyperparameters are read from `hyper`, written before each submission.
+                let param = self.named(name)?;
+                sgd::sgd_step_scheduled_into(
+                    rec,
+                    &self.hyper,
+                    false,
+                    &param,
+                    t(*grad),
+                    &self.momentum[name],
+                )?;
             }
         }
         Ok(())

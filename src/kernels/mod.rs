@@ -118,6 +118,7 @@ impl<'g> Recorder<'g> {
 
         let device = self.gpu.device();
         let uniform = params.map(|p| {
+            self.gpu.note_allocation();
             // Uniform structs are sized in multiples of 16 bytes.
             let mut bytes = bytemuck::bytes_of(p).to_vec();
             bytes.resize(bytes.len().next_multiple_of(16).max(16), 0);
@@ -206,56 +207,27 @@ impl<'g> Recorder<'g> {
 
     /// Encodes everything into one command encoder, without submitting it.
     pub fn finish(self) -> Result<wgpu::CommandBuffer> {
-        let device = self.gpu.device();
-        let commands = self.commands;
-        // Scratch buffers return to the pool after encoding; work queued later on the same
-        // queue that reuses them runs after this submission.
-        let _scratch = self.scratch;
-        self.gpu.scoped("encoding commands", || {
-            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("cenet"),
-            });
-            let mut i = 0;
-            while i < commands.len() {
-                match &commands[i] {
-                    Command::Dispatch { .. } => {
-                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                            label: None,
-                            timestamp_writes: None,
-                        });
-                        while let Some(Command::Dispatch {
-                            kernel,
-                            bind_group,
-                            groups,
-                        }) = commands.get(i)
-                        {
-                            pass.set_pipeline(&kernel.pipeline);
-                            pass.set_bind_group(0, bind_group, &[]);
-                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                            i += 1;
-                        }
-                    }
-                    Command::Copy { from, to, bytes } => {
-                        encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
-                        i += 1;
-                    }
-                    Command::CopyToBuffer {
-                        from,
-                        to,
-                        offset,
-                        bytes,
-                    } => {
-                        encoder.copy_buffer_to_buffer(from, 0, to, *offset, *bytes);
-                        i += 1;
-                    }
-                    Command::Clear { buffer } => {
-                        encoder.clear_buffer(buffer, 0, None);
-                        i += 1;
-                    }
-                }
-            }
+        let gpu = self.gpu;
+        let program = self.into_program();
+        gpu.scoped("encoding commands", || {
+            let mut encoder =
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cenet"),
+                    });
+            program.encode(&mut encoder);
             encoder.finish()
         })
+    }
+
+    /// The recorded work as a [`Program`] that can be encoded again and again: its bind
+    /// groups, parameter buffers and scratch tensors are created once, here.
+    pub fn into_program(self) -> Program {
+        Program {
+            commands: self.commands,
+            scratch: self.scratch,
+            dispatches: self.dispatches,
+        }
     }
 
     /// Encodes and submits everything in one submission.
@@ -265,6 +237,68 @@ impl<'g> Recorder<'g> {
         gpu.scoped("submitting commands", || {
             gpu.queue().submit([commands]);
         })
+    }
+}
+
+/// Recorded work, ready to be encoded into any number of command encoders. Replaying a
+/// program allocates nothing: a training step writes its inputs with `Queue::write_buffer`
+/// and encodes the same program again.
+pub struct Program {
+    commands: Vec<Command>,
+    // Keeps temporaries alive (and out of the pool) for as long as the program can run.
+    #[allow(dead_code)]
+    scratch: Vec<Tensor>,
+    dispatches: usize,
+}
+
+impl Program {
+    /// Number of dispatches the program records.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Encodes the program; consecutive dispatches share one compute pass.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let commands = &self.commands;
+        let mut i = 0;
+        while i < commands.len() {
+            match &commands[i] {
+                Command::Dispatch { .. } => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    while let Some(Command::Dispatch {
+                        kernel,
+                        bind_group,
+                        groups,
+                    }) = commands.get(i)
+                    {
+                        pass.set_pipeline(&kernel.pipeline);
+                        pass.set_bind_group(0, bind_group, &[]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        i += 1;
+                    }
+                }
+                Command::Copy { from, to, bytes } => {
+                    encoder.copy_buffer_to_buffer(from, 0, to, 0, *bytes);
+                    i += 1;
+                }
+                Command::CopyToBuffer {
+                    from,
+                    to,
+                    offset,
+                    bytes,
+                } => {
+                    encoder.copy_buffer_to_buffer(from, 0, to, *offset, *bytes);
+                    i += 1;
+                }
+                Command::Clear { buffer } => {
+                    encoder.clear_buffer(buffer, 0, None);
+                    i += 1;
+                }
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ const BINDINGS: &[Binding] = &[
     Binding::ReadWrite,
     Binding::Read,
     Binding::ReadWrite,
+    Binding::Read,
     Binding::Uniform,
 ];
 const WORKGROUP: usize = 256;
@@ -20,11 +21,7 @@ const WORKGROUP: usize = 256;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
     first_step: u32,
-    nesterov: u32,
 }
 
 /// Hyperparameters of SGD. Per step, with gradient `g` and parameter `w`:
@@ -52,6 +49,16 @@ impl SgdConfig {
             weight_decay: 0.0,
             nesterov: false,
         }
+    }
+
+    /// The values as the shader reads them: lr, momentum, weight decay, nesterov (1 or 0).
+    pub fn to_hyper(&self) -> [f32; 4] {
+        [
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+            if self.nesterov { 1.0 } else { 0.0 },
+        ]
     }
 
     /// Checks the values as PyTorch does: finite and non-negative, and Nesterov only with
@@ -117,18 +124,45 @@ pub fn sgd_step_into(
         rec.scratch(&[1], "sgd momentum placeholder")?
     };
 
+    // A buffer of its own per recorded step, written now: queue writes precede the
+    // submission that reads them.
+    let hyper = rec.scratch(&[4], "sgd hyperparameters")?;
+    rec.gpu()
+        .queue()
+        .write_buffer(hyper.buffer(), 0, bytemuck::cast_slice(&config.to_hyper()));
+    sgd_step_scheduled_into(rec, &hyper, first_step, param, grad, &buf)
+}
+
+/// Records one SGD step whose hyperparameters are read from `hyper` when it runs
+/// ([`SgdConfig::to_hyper`]'s layout), so a recorded step can be replayed with a new
+/// learning rate. `momentum_buf` is bound either way and only touched when the momentum in
+/// `hyper` is non-zero.
+pub fn sgd_step_scheduled_into(
+    rec: &mut Recorder,
+    hyper: &Tensor,
+    first_step: bool,
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buf: &Tensor,
+) -> Result<()> {
+    expect_shape(OP, "gradient", grad, param.shape())?;
+    expect_shape(OP, "hyperparameters", hyper, &[4])?;
+    if momentum_buf.len() != 1 {
+        expect_shape(OP, "momentum buffer", momentum_buf, param.shape())?;
+    }
     let params = Params {
         n: param.len() as u32,
-        lr: config.lr,
-        momentum: config.momentum,
-        weight_decay: config.weight_decay,
         first_step: first_step as u32,
-        nesterov: config.nesterov as u32,
     };
     let groups = grid_for(rec.gpu(), param.len(), WORKGROUP);
     rec.dispatch(
         &KernelSpec::new("sgd", "sgd_step", BINDINGS),
-        &[param.buffer(), grad.buffer(), buf.buffer()],
+        &[
+            param.buffer(),
+            grad.buffer(),
+            momentum_buf.buffer(),
+            hyper.buffer(),
+        ],
         Some(&params),
         groups,
     )
