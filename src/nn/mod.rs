@@ -1,5 +1,6 @@
 //! Model families as graph builders, with PyTorch's state-dict names.
 
+pub mod mobilenet;
 pub mod resnet;
 
 use crate::error::Result;
