@@ -84,15 +84,20 @@ const NO_WEBGPU = `<strong>This browser does not support WebGPU</strong>, which 
   or later on macOS and iOS, or in <strong>Firefox 141</strong> or later on Windows. On Linux,
   Chrome needs <code>chrome://flags/#enable-unsafe-webgpu</code> turned on.`;
 
+const INSECURE = `<strong>WebGPU needs a secure page</strong>: open the demo through
+  <code>https://</code> or from <code>localhost</code> (as <code>build.sh --serve</code> prints),
+  not from a plain <code>http://</code> address of another host.`;
+
 const NO_ADAPTER = `<strong>WebGPU is present but the browser offered no GPU adapter</strong>
   (WebGPU may be switched off, or this GPU or driver is on the browser's block list). Check
   <code>chrome://gpu</code>, update the graphics driver, or try another browser from the list
-  at <a href="https://caniuse.com/webgpu">caniuse.com/webgpu</a>.`;
+  at <a href="https://caniuse.com/webgpu">caniuse.com/webgpu</a>. On Linux, Chrome needs
+  <code>chrome://flags/#enable-unsafe-webgpu</code> turned on.`;
 
 async function main() {
   if (!navigator.gpu) {
     $("adapter").textContent = "No WebGPU.";
-    notice("error", NO_WEBGPU);
+    notice("error", window.isSecureContext ? NO_WEBGPU : INSECURE);
     autotestLog("FAIL this browser has no WebGPU");
     return;
   }
@@ -122,8 +127,9 @@ async function main() {
 
   $("app").hidden = false;
   wireControls();
-  if (autotestSteps > 0) {
-    applyAutotestSettings();
+  if (autotestSteps > 0 || software) {
+    // Small enough for a software adapter: a few seconds a step.
+    $("batch").value = "8";
   }
   await prepare();
   if (autotestSteps > 0) {
@@ -133,12 +139,6 @@ async function main() {
 }
 
 // --- Settings ---------------------------------------------------------------------------------
-
-function applyAutotestSettings() {
-  // Small enough for a software adapter: a few seconds a step.
-  $("batch").value = "8";
-  $("lr").value = "0.05";
-}
 
 function options() {
   const o = new Options();
@@ -241,8 +241,10 @@ async function download() {
 
 // --- The training loop ------------------------------------------------------------------------
 
-// Seconds between evaluations of the test images (steps, in the auto-test).
+// Seconds between evaluations of the test images, and the least number of steps between
+// them, which keeps slow adapters training most of the time (steps, in the auto-test).
 const EVALUATE_EVERY_SECONDS = 4;
+const EVALUATE_AFTER_STEPS = 5;
 const AUTOTEST_EVALUATE_EVERY = 10;
 // Steps the throughput is averaged over.
 const SPEED_WINDOW = 20;
@@ -272,7 +274,8 @@ async function trainLoop() {
 
     const due = autotestSteps > 0
       ? step % AUTOTEST_EVALUATE_EVERY === 0 || step >= autotestSteps
-      : performance.now() - lastEvaluation > EVALUATE_EVERY_SECONDS * 1000;
+      : performance.now() - lastEvaluation > EVALUATE_EVERY_SECONDS * 1000 &&
+        step - evaluatedStep >= EVALUATE_AFTER_STEPS;
     if (due) {
       await evaluate(mine);
       lastEvaluation = performance.now();

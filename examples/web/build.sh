@@ -41,8 +41,9 @@ installed=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$installed" != "$bindgen_version" ]; then
     echo "build.sh: installing wasm-bindgen-cli $bindgen_version (found: ${installed:-none})"
     # Its own target folder, so that the install does not wait on the project's build lock.
-    CARGO_TARGET_DIR="${TMPDIR:-/tmp}/cenet-wasm-bindgen-cli" \
-        cargo install wasm-bindgen-cli --version "$bindgen_version"
+    install_dir=$(mktemp -d)
+    CARGO_TARGET_DIR="$install_dir" cargo install wasm-bindgen-cli --version "$bindgen_version"
+    rm -rf "$install_dir"
 fi
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |
