@@ -453,14 +453,20 @@ impl Executor {
             .expect("metrics requested"))
     }
 
-    /// Evaluates a batch and reads back its logits [N, classes] (blocking; native only).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn logits(&mut self, images: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
+    /// Evaluates a batch and reads back its logits [N, classes] without blocking: await it
+    /// (on the web, from an async task).
+    pub async fn read_logits(&mut self, images: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
         self.run(Mode::Eval, images, labels, &Update::None, false)?;
         let c = self.compiled(labels.len(), Mode::Eval)?;
         let v = c.program.values[&c.model.logits];
         let t = c.values[v.0].clone();
-        t.to_vec(&self.gpu)
+        t.read(&self.gpu).await
+    }
+
+    /// Blocking [`Executor::read_logits`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logits(&mut self, images: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_logits(images, labels))
     }
 
     /// Dispatches per recorded step of a batch size and mode (after it has run once).
@@ -911,6 +917,8 @@ enum Update {
     /// An SGD step.
     Sgd(SgdConfig),
     /// Copy it into these tensors, by parameter name.
+    // Only the blocking `gradients` constructs it, and that does not exist on the web.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     CopyGradients(HashMap<String, Tensor>),
     /// Nothing (evaluation).
     None,
