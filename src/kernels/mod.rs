@@ -205,7 +205,9 @@ impl<'g> Recorder<'g> {
         });
     }
 
-    /// Encodes everything into one command encoder, without submitting it.
+    /// Encodes everything into one command encoder, without submitting it. The scratch
+    /// tensors return to the pool at once, so submit the result before recording more work
+    /// on any thread; [`Recorder::submit`] and [`Recorder::into_program`] keep them longer.
     pub fn finish(self) -> Result<wgpu::CommandBuffer> {
         let gpu = self.gpu;
         let program = self.into_program();
@@ -233,10 +235,21 @@ impl<'g> Recorder<'g> {
     /// Encodes and submits everything in one submission.
     pub fn submit(self) -> Result<()> {
         let gpu = self.gpu;
-        let commands = self.finish()?;
+        let program = self.into_program();
         gpu.scoped("submitting commands", || {
-            gpu.queue().submit([commands]);
-        })
+            let mut encoder =
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cenet"),
+                    });
+            program.encode(&mut encoder);
+            gpu.queue().submit([encoder.finish()]);
+        })?;
+        // Scratch tensors go back to the pool only now. Released before the submission, a
+        // buffer could be taken by another thread and filled with `write_buffer`, which
+        // runs at the next submission on the queue: this one, which would overwrite it.
+        drop(program);
+        Ok(())
     }
 }
 
