@@ -112,3 +112,24 @@ fn dispatches_past_one_dimension_limit_cover_every_element() {
         .position(|(got, v)| *got != v.max(0.0));
     assert_eq!(wrong, None, "first wrong element");
 }
+
+#[test]
+fn a_tensor_dropped_before_its_recorded_work_is_submitted_keeps_its_contents() {
+    use cenet::kernels::Recorder;
+    // A size no other test uses.
+    let shape = [7, 3, 13];
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| i as f32 - 100.0).collect();
+    let y = Tensor::uninit(gpu(), &shape, DType::F32, "output").unwrap();
+    let mut rec = Recorder::new(gpu());
+    {
+        let x = Tensor::from_slice(gpu(), &shape, &values).unwrap();
+        activation::forward_into(&mut rec, activation::Activation::Relu, &x, &y).unwrap();
+    }
+    // The dropped input's buffer must not be handed out (and overwritten) before submission.
+    let other = Tensor::from_slice(gpu(), &shape, &vec![-5.0; n]).unwrap();
+    rec.submit().unwrap();
+    let want: Vec<f32> = values.iter().map(|v| v.max(0.0)).collect();
+    assert_eq!(y.to_vec(gpu()).unwrap(), want);
+    drop(other);
+}

@@ -53,6 +53,31 @@ pub struct Recorder<'g> {
     commands: Vec<Command>,
     dispatches: usize,
     scratch: Vec<Tensor>,
+    pins: Pins,
+}
+
+/// Buffers pinned in the pool while recorded work that binds them is not yet submitted.
+#[derive(Default)]
+struct Pins {
+    buffers: Vec<wgpu::Buffer>,
+    pool: Option<Arc<crate::gpu::pool::BufferPool>>,
+}
+
+impl Pins {
+    fn add(&mut self, gpu: &Gpu, buffers: &[&wgpu::Buffer]) {
+        let pool = self.pool.get_or_insert_with(|| gpu.pool().clone());
+        let owned: Vec<wgpu::Buffer> = buffers.iter().map(|b| (*b).clone()).collect();
+        pool.pin(&owned);
+        self.buffers.extend(owned);
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.unpin(&self.buffers);
+        }
+    }
 }
 
 impl<'g> Recorder<'g> {
@@ -63,6 +88,7 @@ impl<'g> Recorder<'g> {
             commands: Vec::new(),
             dispatches: 0,
             scratch: Vec::new(),
+            pins: Pins::default(),
         }
     }
 
@@ -147,6 +173,7 @@ impl<'g> Recorder<'g> {
                 entries: &entries,
             })
         })?;
+        self.pins.add(self.gpu, buffers);
         self.commands.push(Command::Dispatch {
             kernel,
             bind_group,
@@ -176,6 +203,7 @@ impl<'g> Recorder<'g> {
         }
         let bytes = from.len() as u64 * 4;
         if bytes > 0 {
+            self.pins.add(self.gpu, &[from.buffer(), to.buffer()]);
             self.commands.push(Command::Copy {
                 from: from.buffer().clone(),
                 to: to.buffer().clone(),
@@ -189,6 +217,7 @@ impl<'g> Recorder<'g> {
     pub fn copy_to_buffer(&mut self, from: &Tensor, to: &wgpu::Buffer, offset: u64) {
         let bytes = from.len() as u64 * 4;
         if bytes > 0 {
+            self.pins.add(self.gpu, &[from.buffer()]);
             self.commands.push(Command::CopyToBuffer {
                 from: from.buffer().clone(),
                 to: to.clone(),
@@ -200,6 +229,7 @@ impl<'g> Recorder<'g> {
 
     /// Records filling `t` with zeros.
     pub fn clear(&mut self, t: &Tensor) {
+        self.pins.add(self.gpu, &[t.buffer()]);
         self.commands.push(Command::Clear {
             buffer: t.buffer().clone(),
         });
@@ -229,6 +259,7 @@ impl<'g> Recorder<'g> {
             commands: self.commands,
             scratch: self.scratch,
             dispatches: self.dispatches,
+            pins: self.pins,
         }
     }
 
@@ -262,6 +293,9 @@ pub struct Program {
     #[allow(dead_code)]
     scratch: Vec<Tensor>,
     dispatches: usize,
+    // Unpinned when the program is dropped: after its submission, for a one-off recording.
+    #[allow(dead_code)]
+    pins: Pins,
 }
 
 impl Program {
