@@ -29,6 +29,8 @@ pub mod nn;
 pub mod rng;
 pub mod shaders;
 pub mod tensor;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -32,6 +32,25 @@ pub enum Mode {
     Eval,
 }
 
+/// What a compiled program is for: a batch size, a mode, and the nodes besides the loss and
+/// logits whose values it keeps to the end (an evaluation that reads them back).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    batch: usize,
+    mode: Mode,
+    outputs: Vec<NodeId>,
+}
+
+impl Key {
+    fn step(batch: usize, mode: Mode) -> Self {
+        Key {
+            batch,
+            mode,
+            outputs: Vec::new(),
+        }
+    }
+}
+
 /// A network compiled for one batch size and mode.
 struct Compiled {
     model: Model,
@@ -141,7 +160,7 @@ pub struct Executor {
     pub(crate) momentum: HashMap<String, Tensor>,
     /// `num_batches_tracked` by batch-norm prefix; CE blocks' trained steps by CE prefix.
     pub(crate) counters: HashMap<String, u64>,
-    compiled: HashMap<(usize, Mode), Compiled>,
+    compiled: HashMap<Key, Compiled>,
     /// Names in the order the model declares them (parameters, then states).
     pub(crate) param_names: Vec<String>,
     pub(crate) state_names: Vec<String>,
@@ -259,23 +278,34 @@ impl Executor {
         self.counters.iter().map(|(k, v)| (k.as_str(), *v))
     }
 
-    fn compiled(&mut self, batch: usize, mode: Mode) -> Result<&mut Compiled> {
-        if !self.compiled.contains_key(&(batch, mode)) {
-            let c = self.compile(batch, mode)?;
-            self.compiled.insert((batch, mode), c);
+    fn compiled(&mut self, key: &Key) -> Result<&mut Compiled> {
+        if !self.compiled.contains_key(key) {
+            let c = self.compile(key)?;
+            self.compiled.insert(key.clone(), c);
         }
-        Ok(self
-            .compiled
-            .get_mut(&(batch, mode))
-            .expect("inserted above"))
+        Ok(self.compiled.get_mut(key).expect("inserted above"))
     }
 
-    fn compile(&self, batch: usize, mode: Mode) -> Result<Compiled> {
+    fn compile(&self, key: &Key) -> Result<Compiled> {
+        let (batch, mode) = (key.batch, key.mode);
         let model = (self.build)(batch)?;
         let graph = &model.graph;
+        if let Some(bad) = key.outputs.iter().find(|n| n.0 >= graph.nodes.len()) {
+            return Err(Error::invalid(
+                "executor",
+                format!(
+                    "node {} asked for is not in {} ({} nodes)",
+                    bad.0,
+                    model.name,
+                    graph.nodes.len()
+                ),
+            ));
+        }
+        let mut outputs = vec![model.loss, model.logits];
+        outputs.extend(&key.outputs);
         let program = match mode {
-            Mode::Train => training_program(graph, model.loss, &[model.logits]),
-            Mode::Eval => forward_program(graph, &[model.loss, model.logits]),
+            Mode::Train => training_program(graph, model.loss, &outputs[1..]),
+            Mode::Eval => forward_program(graph, &outputs),
         };
         let plan = plan(graph, &program);
         log::debug!(
@@ -406,7 +436,8 @@ impl Executor {
         metrics: bool,
     ) -> Result<Option<PendingMetrics>> {
         sgd.validate()?;
-        let pending = self.run(Mode::Train, images, labels, &Update::Sgd(*sgd), metrics)?;
+        let key = Key::step(labels.len(), Mode::Train);
+        let pending = self.run(&key, images, labels, &Update::Sgd(*sgd), metrics)?;
         self.steps += 1;
         for c in self.counters.values_mut() {
             *c += 1;
@@ -432,7 +463,7 @@ impl Executor {
             );
         }
         self.run(
-            Mode::Train,
+            &Key::step(labels.len(), Mode::Train),
             images,
             labels,
             &Update::CopyGradients(sink.clone()),
@@ -448,48 +479,78 @@ impl Executor {
 
     /// Evaluates a batch with the running statistics: loss and correct predictions.
     pub fn eval_batch(&mut self, images: &[f32], labels: &[u32]) -> Result<PendingMetrics> {
+        let key = Key::step(labels.len(), Mode::Eval);
         Ok(self
-            .run(Mode::Eval, images, labels, &Update::None, true)?
+            .run(&key, images, labels, &Update::None, true)?
             .expect("metrics requested"))
     }
 
     /// Evaluates a batch and reads back its logits [N, classes] without blocking: await it
     /// (on the web, from an async task).
     pub async fn read_logits(&mut self, images: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
-        self.run(Mode::Eval, images, labels, &Update::None, false)?;
-        let c = self.compiled(labels.len(), Mode::Eval)?;
-        let v = c.program.values[&c.model.logits];
-        let t = c.values[v.0].clone();
+        let key = Key::step(labels.len(), Mode::Eval);
+        self.run(&key, images, labels, &Update::None, false)?;
+        let c = self.compiled(&key)?;
+        let t = c.values[c.program.values[&c.model.logits].0].clone();
         t.read(&self.gpu).await
     }
 
-    /// Blocking [`Executor::read_logits`] (native only).
+    /// Evaluates a batch and reads back its logits [N, classes] (blocking; native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn logits(&mut self, images: &[f32], labels: &[u32]) -> Result<Vec<f32>> {
-        pollster::block_on(self.read_logits(images, labels))
+        let mut values = self.eval_outputs(images, labels, &[])?;
+        Ok(values.remove(0))
+    }
+
+    /// Evaluates a batch with the running statistics and reads back the logits followed by
+    /// the values of `nodes` (blocking; native only). The nodes are those of the model the
+    /// executor builds, e.g. probes a caller's build function appended to the graph. Their
+    /// values are kept alive to the end of the pass, which the memory plan otherwise reuses;
+    /// each list of nodes is compiled once per batch size.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn eval_outputs(
+        &mut self,
+        images: &[f32],
+        labels: &[u32],
+        nodes: &[NodeId],
+    ) -> Result<Vec<Vec<f32>>> {
+        let key = Key {
+            batch: labels.len(),
+            mode: Mode::Eval,
+            outputs: nodes.to_vec(),
+        };
+        self.run(&key, images, labels, &Update::None, false)?;
+        let c = self.compiled(&key)?;
+        let tensors: Vec<Tensor> = std::iter::once(c.model.logits)
+            .chain(nodes.iter().copied())
+            .map(|n| c.values[c.program.values[&n].0].clone())
+            .collect();
+        tensors.iter().map(|t| t.to_vec(&self.gpu)).collect()
     }
 
     /// Dispatches per recorded step of a batch size and mode (after it has run once).
     pub fn dispatches_per_step(&self, batch: usize, mode: Mode) -> Option<usize> {
-        self.compiled.get(&(batch, mode)).map(|c| c.dispatches)
+        self.compiled
+            .get(&Key::step(batch, mode))
+            .map(|c| c.dispatches)
     }
 
     /// (planned peak, live bound) bytes of a compiled batch size and mode.
     pub fn memory(&self, batch: usize, mode: Mode) -> Option<(u64, u64)> {
         self.compiled
-            .get(&(batch, mode))
+            .get(&Key::step(batch, mode))
             .map(|c| (c.plan.planned_peak_bytes, c.plan.live_bound_bytes))
     }
 
     fn run(
         &mut self,
-        mode: Mode,
+        key: &Key,
         images: &[f32],
         labels: &[u32],
         update: &Update,
         metrics: bool,
     ) -> Result<Option<PendingMetrics>> {
-        let batch = labels.len();
+        let (batch, mode) = (key.batch, key.mode);
         if batch == 0 {
             return Err(Error::invalid(
                 "executor",
@@ -511,16 +572,13 @@ impl Executor {
                 }
             }
         }
-        self.compiled(batch, mode)?;
-        let mut compiled = self
-            .compiled
-            .remove(&(batch, mode))
-            .expect("compiled above");
+        self.compiled(key)?;
+        let mut compiled = self.compiled.remove(key).expect("compiled above");
         let result = self.record_and_submit(&mut compiled, images, labels, update, metrics);
         if let Ok((_, dispatches)) = &result {
             compiled.dispatches = *dispatches;
         }
-        self.compiled.insert((batch, mode), compiled);
+        self.compiled.insert(key.clone(), compiled);
         result.map(|(p, _)| p)
     }
 

@@ -18,6 +18,8 @@ pub struct ResNetConfig {
     pub in_channels: usize,
     /// Number of classes.
     pub classes: usize,
+    /// Label smoothing ε of the cross-entropy loss (0 for none).
+    pub label_smoothing: f32,
 }
 
 impl ResNetConfig {
@@ -34,6 +36,7 @@ impl ResNetConfig {
             ce: ce.then(CeOptions::default),
             in_channels: 3,
             classes: 10,
+            label_smoothing: 0.0,
         })
     }
 
@@ -76,7 +79,7 @@ impl ResNetConfig {
 
         let pooled = g.global_avg_pool(x)?;
         let logits = linear(&mut g, pooled, "fc", self.classes)?;
-        let loss = g.cross_entropy(logits, labels, 0.0)?;
+        let loss = g.cross_entropy(logits, labels, self.label_smoothing)?;
         Ok(Model {
             name: self.name(),
             graph: g,
