@@ -537,6 +537,16 @@ fn fashion_mnist_from_the_debian_package() {
     // The published statistics are over 28×28; the 32×32 canvas adds 240 zero pixels.
     let scale = 784.0 / 1024.0;
     assert!((measured.mean()[0] - Normalization::FASHION_MNIST.mean()[0] * scale).abs() < 0.002);
+
+    // The runner finds it there when `--dataset fashion-mnist` comes without `--data` and
+    // ./data holds no IDX files (the tests run in the crate's root, which has no ./data).
+    let source = cenet::train::DataSource {
+        name: Some(cenet::train::DatasetName::FashionMnist),
+        ..Default::default()
+    };
+    let (_, dir, why) = source.resolve().unwrap();
+    assert_eq!(dir.unwrap(), Path::new("/usr/share/datasets/fashion-mnist"));
+    assert!(why.contains("dataset-fashion-mnist"), "{why}");
 }
 
 // --- Synthetic set --------------------------------------------------------------------------

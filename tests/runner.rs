@@ -614,22 +614,83 @@ fn bad_inputs_are_clear_errors_and_lose_nothing_saved() {
         before
     );
 
-    // Models not built yet, and resuming what is not a run.
-    let err = run(&[
-        "train",
-        "--model",
-        "mobilenetv2-ce",
-        "--dataset",
-        "synthetic",
-    ])
-    .unwrap_err()
-    .to_string();
+    // Unknown models, and resuming what is not a run.
+    let err = run(&["train", "--model", "mobilenetv3", "--dataset", "synthetic"])
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("mobilenetv2-ce") && err.contains("not built"),
+        err.contains("mobilenetv3") && err.contains("mobilenetv2-ce"),
         "{err}"
     );
     let err = run(&["train", "--resume", path(&dir.join("nowhere"))])
         .unwrap_err()
         .to_string();
     assert!(err.contains("run folder not found"), "{err}");
+}
+
+#[test]
+fn mobilenet_trains_through_the_runner_and_its_checkpoint_evaluates_and_inspects() {
+    let _gpu = exclusive();
+    let dir = scratch("mobilenet");
+    let out = dir.join("run");
+    let outcome = trained(run(&[
+        "train",
+        "--model",
+        "mobilenetv2-w0.25-ce",
+        "--dataset",
+        "synthetic",
+        "--train-images",
+        "8",
+        "--test-images",
+        "4",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        path(&out),
+    ]));
+    assert_eq!((outcome.steps, outcome.stop), (2, Stop::Finished));
+    let weights = StateDict::load(out.join("last.safetensors")).unwrap();
+    for key in [
+        "features.0.0.weight",
+        "features.1.ce.running_wm",
+        "features.17.ce.AR.fc.0.weight",
+        "classifier.1.bias",
+    ] {
+        assert!(weights.get(key).is_some(), "{key} missing");
+    }
+
+    // The checkpoint names its model, so neither eval nor inspect needs --model.
+    let checkpoint = out.join("last.safetensors");
+    let report = match run(&[
+        "eval",
+        "--checkpoint",
+        path(&checkpoint),
+        "--batch-size",
+        "4",
+    ]) {
+        Ok(Outcome::Evaluated(report)) => report,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.total(), 4);
+    assert!((report.accuracy() - outcome.records[0].test_acc).abs() < 1e-9);
+    let inspected = run(&[
+        "inspect",
+        "--checkpoint",
+        path(&checkpoint),
+        "--batch-size",
+        "4",
+        "--no-drop",
+        "--out",
+        path(&dir.join("inspect")),
+    ]);
+    let (inhibited, curve) = match inspected {
+        Ok(Outcome::Inspected(report, curve)) => (report, curve),
+        other => panic!("{other:?}"),
+    };
+    assert!(curve.is_empty(), "--no-drop skips the curve");
+    // Stem, 16 depthwise stages, 16 expansions (all blocks but the first) and the last 1×1.
+    assert_eq!(inhibited.sites.len(), 1 + 17 + 16 + 1);
+    assert!(inhibited.sites.iter().all(|s| s.site.path == "BN→ReLU6"));
 }

@@ -202,16 +202,30 @@ fn model_names_parse_and_unknown_ones_say_what_exists() {
         .unwrap()
         .config(1, 100, 0.1)
         .unwrap();
-    assert_eq!((cfg.in_channels, cfg.classes), (1, 100));
-    assert_eq!(cfg.label_smoothing, 0.1);
-    let err = "mobilenetv2-ce"
+    assert_eq!(cfg.io(), (1, 100, 0.1));
+    for name in [
+        "mobilenetv2",
+        "mobilenetv2-ce",
+        "mobilenetv2-ce-relu6",
+        "mobilenetv2-w0.5-ce",
+    ] {
+        let parsed = name.parse::<ModelName>().unwrap();
+        assert_eq!(parsed.to_string(), name);
+    }
+    let network = "MobileNetV2-w0.5-CE"
         .parse::<ModelName>()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("not built") && err.contains("resnet20"),
-        "{err}"
-    );
+        .unwrap()
+        .config(1, 100, 0.1)
+        .unwrap();
+    assert_eq!(network.io(), (1, 100, 0.1));
+    assert_eq!(network.build(1).unwrap().name, "mobilenetv2-w0.5-ce");
+    for bad in ["mobilenetv2-relu6", "mobilenetv2-w0-ce", "mobilenetv2-wide"] {
+        let err = bad.parse::<ModelName>().unwrap_err().to_string();
+        assert!(
+            err.contains("unknown model") && err.contains("mobilenetv2-ce"),
+            "{err}"
+        );
+    }
     let err = "resnet21".parse::<ModelName>().unwrap_err().to_string();
     assert!(err.contains("6n + 2"), "{err}");
     let err = "vgg16".parse::<ModelName>().unwrap_err().to_string();
@@ -493,7 +507,10 @@ fn inhibited_sites_are_the_relus_after_batch_norms_with_their_reading_layers() {
             ("layer3.0.bn2", "BN→CE→+→ReLU", 64),
         ]
     );
-    let conv = |w: &str| Consumer::Conv { weight: w.into() };
+    let conv = |w: &str| Consumer::Conv {
+        weight: w.into(),
+        groups: 1,
+    };
     assert_eq!(sites[0].consumers, [conv("layer1.0.conv1.weight")]);
     assert_eq!(sites[1].consumers, [conv("layer1.0.conv2.weight")]);
     assert_eq!(
@@ -517,6 +534,29 @@ fn inhibited_sites_are_the_relus_after_batch_norms_with_their_reading_layers() {
         .collect();
     assert_eq!(paths[0], "BN→ReLU");
     assert_eq!(paths[2], "BN→+→ReLU");
+
+    // MobileNetV2: the ReLU6 sites, whose expansion outputs feed depthwise convolutions.
+    use cenet::nn::mobilenet::{CePlacement, MobileNetV2Config};
+    let config = MobileNetV2Config::new(0.5, true).unwrap();
+    let mobile = config.with_ce_placement(CePlacement::BeforeRelu6);
+    let sites = find_sites(&mobile.build(1).unwrap().graph);
+    assert_eq!(sites[0].name, "features.0.1");
+    assert_eq!(sites[0].path, "BN→CE→ReLU6");
+    assert_eq!(
+        sites[0].consumers,
+        [Consumer::Conv {
+            weight: "features.1.conv.0.0.weight".into(),
+            groups: sites[0].channels,
+        }]
+    );
+    let last = sites.last().unwrap();
+    assert_eq!(last.name, "features.18.1");
+    assert_eq!(
+        last.consumers,
+        [Consumer::Linear {
+            weight: "classifier.1.weight".into()
+        }]
+    );
 }
 
 #[test]
@@ -524,12 +564,21 @@ fn zeroing_input_channels_touches_only_those_channels() {
     use cenet::train::channel_drop::zero_input_channels;
     // A conv weight [Cout 2, Cin 3, 1, 2]: channel 1 of each output filter is zeroed.
     let mut w: Vec<f32> = (1..=12).map(|v| v as f32).collect();
-    zero_input_channels(&mut w, &[2, 3, 1, 2], &[1]);
+    zero_input_channels(&mut w, &[2, 3, 1, 2], 1, &[1]);
     assert_eq!(w, [1., 2., 0., 0., 5., 6., 7., 8., 0., 0., 11., 12.]);
     // A linear weight [out 2, in 3]: column 2.
     let mut w = vec![1.0f32; 6];
-    zero_input_channels(&mut w, &[2, 3], &[2]);
+    zero_input_channels(&mut w, &[2, 3], 1, &[2]);
     assert_eq!(w, [1., 1., 0., 1., 1., 0.]);
+    // A depthwise weight [C 3, 1, 1, 2]: channel c is read only by filter c.
+    let mut w: Vec<f32> = (1..=6).map(|v| v as f32).collect();
+    zero_input_channels(&mut w, &[3, 1, 1, 2], 3, &[0, 2]);
+    assert_eq!(w, [0., 0., 3., 4., 0., 0.]);
+    // Two groups of a weight [Cout 4, Cin/2 = 2, 1, 1]: input channel 3 is slot 1 of the
+    // second group, read by outputs 2 and 3.
+    let mut w = vec![1.0f32; 8];
+    zero_input_channels(&mut w, &[4, 2, 1, 1], 2, &[3]);
+    assert_eq!(w, [1., 1., 1., 1., 1., 0., 1., 0.]);
 }
 
 #[test]

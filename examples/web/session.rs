@@ -77,8 +77,8 @@ impl Data {
     }
 
     /// CIFAR-10 from the contents of its `.bin` files, as `(file name, bytes)`, read in
-    /// order of name. Files whose name starts with `test` form the test set; without one, the last 1,000 training
-    /// images are held out for testing.
+    /// order of name. Files whose name starts with `test` form the test set; without one,
+    /// the last 1,000 training images are held out for testing.
     pub fn cifar10(files: &[(String, Vec<u8>)]) -> Result<Self> {
         let mut train: Option<Dataset> = None;
         let mut test: Option<Dataset> = None;

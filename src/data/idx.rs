@@ -98,7 +98,7 @@ pub fn load_mnist(dir: impl AsRef<Path>) -> Result<Split> {
 }
 
 /// Reads Fashion-MNIST from `dir`, with the same file names as MNIST. Debian's
-/// `dataset-fashion-mnist` package installs it in `/usr/share/datasets/fashion-mnist`.
+/// `dataset-fashion-mnist` package installs it in [`DEBIAN_FASHION_MNIST_DIR`].
 pub fn load_fashion_mnist(dir: impl AsRef<Path>) -> Result<Split> {
     load_idx_set(IdxSet::FashionMnist, dir.as_ref())
 }
@@ -144,6 +144,15 @@ pub fn load_idx_set(set: IdxSet, dir: &Path) -> Result<Split> {
     );
     Ok(Split { train, test })
 }
+
+/// Whether `dir` holds an IDX training-image file (under any of the names [`find_file`]
+/// accepts).
+pub fn has_idx_files(dir: &Path) -> bool {
+    find_file(dir, "train-images-idx3-ubyte").is_some()
+}
+
+/// Where Debian's `dataset-fashion-mnist` package installs Fashion-MNIST.
+pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The file for `stem` in `dir`: `stem`, `stem.gz`, or the same with a dot before `idx`
 /// (`train-images.idx3-ubyte`), as some mirrors name them.

@@ -82,6 +82,8 @@ pub struct MobileNetV2Config {
     pub in_channels: usize,
     /// Number of classes.
     pub classes: usize,
+    /// Label smoothing ε of the cross-entropy loss (0 for none).
+    pub label_smoothing: f32,
 }
 
 impl MobileNetV2Config {
@@ -102,6 +104,7 @@ impl MobileNetV2Config {
             stage_strides: [1, 1, 2, 2, 1, 2, 1],
             in_channels: 3,
             classes: 10,
+            label_smoothing: 0.0,
         })
     }
 
@@ -178,7 +181,7 @@ impl MobileNetV2Config {
 
         let pooled = g.global_avg_pool(x)?;
         let logits = classifier(&mut g, pooled, "classifier.1", self.classes)?;
-        let loss = g.cross_entropy(logits, labels, 0.0)?;
+        let loss = g.cross_entropy(logits, labels, self.label_smoothing)?;
         Ok(Model {
             name: self.name(),
             graph: g,

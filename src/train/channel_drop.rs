@@ -4,8 +4,8 @@
 //! For a share p of 0 … 90 %, the ⌊p·C⌋ weakest channels of every site (by mean |activation|,
 //! see [`super::inhibited`]) are removed at once and the test accuracy measured. A channel is
 //! removed by zeroing the weights that read it directly: the input-channel slice `[:, c]` of
-//! every convolution fed by the site's ReLU, and the column `c` of the classifier fed through
-//! the global average pooling. Limitation: an identity shortcut still carries a removed
+//! every convolution fed by the site's ReLU (the filter `[c]` of a depthwise one), and the
+//! column `c` of the classifier fed through the global average pooling. Limitation: an identity shortcut still carries a removed
 //! channel of a post-addition site to the next block's addition; only the layers reading the
 //! site directly lose it. The weights are restored afterwards.
 
@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use indicatif::ProgressBar;
 
-use super::inhibited::InhibitedReport;
+use super::inhibited::{Consumer, InhibitedReport};
 use super::plot::{Chart, Series};
 use crate::data::{Batcher, BatcherConfig, Dataset};
 use crate::error::{Error, Result};
@@ -76,7 +76,11 @@ pub fn channel_drop_curve(
                 let name = consumer.weight();
                 let shape = &originals[name].0;
                 let values = weights.get_mut(name).expect("copied above");
-                zero_input_channels(values, shape, dropped);
+                let groups = match consumer {
+                    Consumer::Conv { groups, .. } => *groups,
+                    Consumer::Linear { .. } => 1,
+                };
+                zero_input_channels(values, shape, groups, dropped);
             }
         }
         let applied = weights
@@ -102,14 +106,17 @@ pub fn channel_drop_curve(
     outcome.map(|()| curve)
 }
 
-/// Zeroes input channels `channels` of a conv weight `[Cout, Cin, KH, KW]` or a linear
-/// weight `[out, in]`.
-pub fn zero_input_channels(values: &mut [f32], shape: &[usize], channels: &[usize]) {
-    let (outputs, inputs) = (shape[0], shape[1]);
+/// Zeroes input channels `channels` of a conv weight `[Cout, Cin/groups, KH, KW]` or a
+/// linear weight `[out, in]` (groups 1): input channel `c` is read by the outputs of its
+/// group `c / (Cin/groups)` through slot `c mod (Cin/groups)`.
+pub fn zero_input_channels(values: &mut [f32], shape: &[usize], groups: usize, channels: &[usize]) {
+    let (outputs, slots) = (shape[0], shape[1]);
     let inner: usize = shape[2..].iter().product();
-    for o in 0..outputs {
-        for &c in channels {
-            let start = (o * inputs + c) * inner;
+    let outputs_per_group = outputs / groups.max(1);
+    for &c in channels {
+        let (group, slot) = (c / slots, c % slots);
+        for o in group * outputs_per_group..(group + 1) * outputs_per_group {
+            let start = (o * slots + slot) * inner;
             values[start..start + inner].fill(0.0);
         }
     }

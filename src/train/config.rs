@@ -56,7 +56,7 @@ impl Default for TrainConfig {
             },
             data: DataSource::default(),
             batch_size: 128,
-            epochs: 200,
+            epochs: super::dataset::DEFAULT_EPOCHS.0,
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::data::{self, cifar::CifarKind, synthetic, Augment, Split};
+use crate::data::{self, cifar::CifarKind, idx, synthetic, Augment, Split};
 use crate::error::{Error, Result};
 
 /// The folder looked in when no `--data` is given.
@@ -14,6 +14,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 /// Images of the synthetic set when no size is given: enough for a quick demonstration.
 pub const SYNTHETIC_DEFAULT: (usize, usize) = (5_000, 1_000);
 
+/// Epochs when none are given: a full CIFAR schedule, or a short demonstration on the
+/// synthetic set (which a ResNet learns within a few epochs).
+pub const DEFAULT_EPOCHS: (u64, u64) = (200, 10);
 /// The seed the synthetic images are generated from (fixed, so that runs with different
 /// training seeds see the same images).
 pub const SYNTHETIC_SEED: u64 = 2020;
@@ -120,6 +123,19 @@ impl DataSource {
                 Ok((DatasetName::Synthetic, None, "--dataset synthetic".into()))
             }
             (Some(name), Some(dir)) => Ok((name, Some(dir.clone()), format!("--dataset {name}"))),
+            (Some(DatasetName::FashionMnist), None)
+                if !idx::has_idx_files(Path::new(DEFAULT_DATA_DIR))
+                    && idx::has_idx_files(Path::new(idx::DEBIAN_FASHION_MNIST_DIR)) =>
+            {
+                Ok((
+                    DatasetName::FashionMnist,
+                    Some(PathBuf::from(idx::DEBIAN_FASHION_MNIST_DIR)),
+                    format!(
+                        "--dataset fashion-mnist, not in ./{DEFAULT_DATA_DIR}, found where \
+                         Debian's dataset-fashion-mnist installs it"
+                    ),
+                ))
+            }
             (Some(name), None) => Ok((
                 name,
                 Some(PathBuf::from(DEFAULT_DATA_DIR)),

@@ -31,10 +31,14 @@ pub const THRESHOLDS: [f64; 3] = [1e-3, 1e-2, 1e-1];
 /// A layer whose weights read a site's channels directly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Consumer {
-    /// A convolution; its weight `[Cout, C, KH, KW]` reads channel `c` through `[:, c]`.
+    /// A convolution; its weight `[Cout, C/groups, KH, KW]` reads channel `c` through
+    /// `[:, c]` (with groups, through slot `c mod C/groups` of its group's outputs; a
+    /// depthwise weight `[C, 1, KH, KW]` through `[c]`).
     Conv {
         /// The weight's state-dict name.
         weight: String,
+        /// The convolution's groups (1 for a dense one).
+        groups: usize,
     },
     /// A linear layer after global average pooling; its weight `[out, C]` reads channel
     /// `c` through column `c`.
@@ -48,7 +52,7 @@ impl Consumer {
     /// The weight's state-dict name.
     pub fn weight(&self) -> &str {
         match self {
-            Consumer::Conv { weight } | Consumer::Linear { weight } => weight,
+            Consumer::Conv { weight, .. } | Consumer::Linear { weight } => weight,
         }
     }
 }
@@ -72,8 +76,12 @@ pub struct Site {
 pub fn find_sites(graph: &Graph) -> Vec<Site> {
     let mut sites = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {
-        let Op::Relu(x) = node.op else { continue };
-        let mut path = vec!["ReLU"];
+        let (x, activation) = match node.op {
+            Op::Relu(x) => (x, "ReLU"),
+            Op::Relu6(x) => (x, "ReLU6"),
+            _ => continue,
+        };
+        let mut path = vec![activation];
         let mut at = x;
         if let Op::Add(a, b) = graph.node(at).op {
             // The residual branch is the operand that comes from a normalisation.
@@ -119,8 +127,9 @@ fn consumers(graph: &Graph, relu: NodeId) -> Vec<Consumer> {
                 weight,
                 geometry,
                 ..
-            } if x == relu && geometry.groups <= 1 => found.push(Consumer::Conv {
+            } if x == relu => found.push(Consumer::Conv {
                 weight: weight_name(weight),
+                groups: geometry.groups.max(1),
             }),
             _ => {}
         }

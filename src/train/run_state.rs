@@ -17,6 +17,9 @@ use crate::graph::exec::Executor;
 pub const MODEL_KEY: &str = "cenet.model";
 /// Weights-file metadata: the data set's name.
 pub const DATASET_KEY: &str = "cenet.dataset";
+/// Weights-file metadata: how many test images the run used, when it was limited
+/// (`--test-images`), so that `eval` and `inspect` see the same test set.
+pub const TEST_IMAGES_KEY: &str = "cenet.test_images";
 /// Weights-file metadata: the epochs completed.
 pub const EPOCH_KEY: &str = "cenet.epoch";
 /// Weights-file metadata of `best.safetensors`: its test accuracy.
@@ -135,6 +138,9 @@ pub(crate) fn save_last(
     weights.set_metadata(MODEL_KEY, config.model.to_string());
     if let Some(name) = config.data.name {
         weights.set_metadata(DATASET_KEY, name.to_string());
+    }
+    if let Some(n) = config.data.test_images {
+        weights.set_metadata(TEST_IMAGES_KEY, n.to_string());
     }
     weights.set_metadata(EPOCH_KEY, progress.epoch.to_string());
     let s = batcher.state();

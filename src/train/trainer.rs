@@ -272,8 +272,7 @@ impl<'a> Run<'a> {
 
     /// The error for a loss or weights that stopped being finite.
     fn diverged(&self, what: String) -> Error {
-        let p = &self.progress;
-        let kept = if p.epoch > 0 || p.partial.seen > 0 || self.options.resume {
+        let kept = if self.dir.last().is_file() {
             format!(
                 "the last good checkpoint, {}, is kept",
                 self.dir.last().display()
@@ -339,7 +338,13 @@ impl<'a> Run<'a> {
             }
             bar.set_position(self.exec.steps - first_step);
             let rate = images_now as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{rate:.0} img/s  loss {last_loss:.3}  lr {lr:.4}"));
+            // Until the first metrics come back there is no loss to show.
+            let loss = if last_loss.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{last_loss:.3}")
+            };
+            bar.set_message(format!("{rate:.0} img/s  loss {loss}  lr {lr:.4}"));
         }
         collect(self.gpu, &mut pending, &mut sums, true).map_err(|e| self.diverged(e))?;
         sums.train_seconds += started.elapsed().as_secs_f64();

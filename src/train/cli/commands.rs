@@ -16,7 +16,7 @@ use crate::graph::NodeId;
 use crate::train::channel_drop::{self, DropPoint, DROP_FRACTIONS};
 use crate::train::config::TrainConfig;
 use crate::train::console::Console;
-use crate::train::dataset::{DataSource, DatasetName, DEFAULT_DATA_DIR};
+use crate::train::dataset::{DataSource, DatasetName, DEFAULT_DATA_DIR, DEFAULT_EPOCHS};
 use crate::train::download::{self, Archive};
 use crate::train::evaluate::{evaluate, model_of, save_logits, EvalReport};
 use crate::train::inhibited::{self, InhibitedReport};
@@ -72,9 +72,9 @@ pub(super) fn train(
         }
         None => TrainConfig {
             model: args.model.parse()?,
+            epochs: default_epochs(&args, console)?,
             data: data_source(&args.data)?,
             batch_size: args.batch_size,
-            epochs: args.epochs,
             lr: args.lr,
             momentum: args.momentum,
             weight_decay: args.weight_decay,
@@ -105,6 +105,21 @@ pub(super) fn train(
         interrupt,
     };
     trainer::train(gpu, config, data, &options)
+}
+
+/// `--epochs`, or the default for the data set it will train on.
+fn default_epochs(args: &TrainArgs, console: Console) -> Result<u64> {
+    if let Some(epochs) = args.epochs {
+        return Ok(epochs);
+    }
+    let (full, demo) = DEFAULT_EPOCHS;
+    if data_source(&args.data)?.resolve()?.0 == DatasetName::Synthetic {
+        console.say(&format!(
+            "epochs: {demo} on the synthetic set unless --epochs is given ({full} on CIFAR)"
+        ));
+        return Ok(demo);
+    }
+    Ok(full)
 }
 
 fn data_source(args: &DataArgs) -> Result<DataSource> {
@@ -163,8 +178,13 @@ fn load_for_eval(
     let mut source = data_source(data_args)?;
     if source.name.is_none() && source.dir.is_none() {
         // A checkpoint of this runner names the data set it was trained on.
-        if let Some(name) = weights.metadata().get(run_state::DATASET_KEY) {
+        let metadata = weights.metadata();
+        if let Some(name) = metadata.get(run_state::DATASET_KEY) {
             source.name = name.parse().ok();
+        }
+        if source.test_images.is_none() {
+            let limit = metadata.get(run_state::TEST_IMAGES_KEY);
+            source.test_images = limit.and_then(|n| n.parse().ok());
         }
     }
     if source.resolve()?.0 == DatasetName::Synthetic && source.train_images.is_none() {

@@ -74,7 +74,8 @@ pub struct DataArgs {
 /// `train`'s options.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// resnetN or resnetN-ce, N = 6n + 2 (8, 20, 32, 44, 56, 110).
+    /// resnetN or resnetN-ce, N = 6n + 2 (8, 20, 32, 44, 56, 110); mobilenetv2,
+    /// mobilenetv2-ce, mobilenetv2-ce-relu6 (optionally mobilenetv2-wALPHA-…).
     #[arg(long, default_value = "resnet20-ce")]
     pub model: String,
     /// The data.
@@ -83,9 +84,9 @@ pub struct TrainArgs {
     /// Images per step.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Epochs to train.
-    #[arg(long, default_value_t = 200)]
-    pub epochs: u64,
+    /// Epochs to train [default: 200; 10 on the built-in synthetic set].
+    #[arg(long)]
+    pub epochs: Option<u64>,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
