@@ -32,6 +32,10 @@ struct Case {
     w: usize,
     centred: bool,
     group_size: usize,
+    iterations: usize,
+    eps: f32,
+    momentum: f32,
+    reduction: usize,
 }
 
 impl Case {
@@ -43,6 +47,10 @@ impl Case {
             w,
             centred: false,
             group_size: 16,
+            iterations: 3,
+            eps: 1e-5,
+            momentum: 0.1,
+            reduction: 4,
         }
     }
 
@@ -58,7 +66,10 @@ impl Case {
         CeOptions {
             centred: self.centred,
             group_size: self.group_size,
-            ..CeOptions::default()
+            iterations: self.iterations,
+            eps: self.eps,
+            momentum: self.momentum,
+            reduction: self.reduction,
         }
     }
 }
@@ -128,6 +139,9 @@ fn gpu_block(case: &Case, params: &CeParams) -> CeState {
 fn config(case: &Case, state: &CeState) -> CeConfig {
     CeConfig {
         centred: case.centred,
+        iterations: case.iterations,
+        eps: f64::from(case.eps),
+        reduction: case.reduction,
         ..CeConfig::with_group(state.group_size)
     }
 }
@@ -137,7 +151,7 @@ fn config(case: &Case, state: &CeState) -> CeConfig {
 fn check_case(case: Case, seed: u64) {
     let name = format!("{case:?}");
     let mut rng = Rng::new(seed);
-    let hidden = case.c / 4;
+    let hidden = case.c / case.reduction;
     let params = random_params(&mut rng, case.c, hidden);
     let mut state = gpu_block(&case, &params);
     let cfg = config(&case, &state);
@@ -149,7 +163,7 @@ fn check_case(case: Case, seed: u64) {
         let xt = upload(&case.shape(), &x);
         let (y, saved) = ce_forward_train(gpu(), &mut state, &xt).expect("training forward");
         let (want, cache) = ref_train(&x, case.shape(), &params, &cfg);
-        running.update(&cache, 0.1);
+        running.update(&cache, f64::from(case.momentum));
         let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
         let v = as_f64(saved.read_variance(gpu()).unwrap());
         assert_close(
@@ -280,6 +294,42 @@ fn ce_matches_reference_for_24_channels_in_groups_of_12_batch_3_at_5x7() {
 }
 
 #[test]
+fn ce_matches_reference_for_16_channels_batch_8_at_32x32() {
+    check_case(Case::new(8, 16, 32, 32), 21);
+}
+
+#[test]
+fn ce_matches_reference_for_64_channels_batch_2_at_8x8() {
+    check_case(Case::new(2, 64, 8, 8), 22);
+}
+
+#[test]
+fn ce_matches_reference_with_5_iterations_eps_1e_3_momentum_0_3_and_reduction_8() {
+    check_case(
+        Case {
+            iterations: 5,
+            eps: 1e-3,
+            momentum: 0.3,
+            reduction: 8,
+            ..Case::new(3, 32, 7, 5)
+        },
+        23,
+    );
+}
+
+#[test]
+fn ce_matches_reference_with_one_iteration_and_reduction_2() {
+    check_case(
+        Case {
+            iterations: 1,
+            reduction: 2,
+            ..Case::new(1, 24, 2, 2)
+        },
+        24,
+    );
+}
+
+#[test]
 fn ce_centred_variant_matches_reference_for_32_channels_batch_2_at_7x5() {
     check_case(
         Case {
@@ -339,6 +389,9 @@ fn ce_covariance_and_output_keep_their_accuracy_over_131072_positions() {
         tol,
     );
     assert_close("dW1 at m = 131072", &download(&grads.w1), &want.w1, tol);
+    let (gamma_ln, beta_ln) = (download(&grads.gamma_ln), download(&grads.beta_ln));
+    assert_close("dγ_ln at m = 131072", &gamma_ln, &want.gamma, tol);
+    assert_close("dβ_ln at m = 131072", &beta_ln, &want.beta, tol);
     assert_close("dW2 at m = 131072", &download(&grads.w2), &want.w2, tol);
 }
 

@@ -321,6 +321,9 @@ async function evaluate(mine) {
 }
 
 async function finishAutotest() {
+  // The page as a user would find it once training pauses, before the test driver reads it.
+  showStats();
+  updateButtons();
   const losses = history.losses;
   const k = Math.min(5, Math.floor(losses.length / 2));
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;

@@ -299,7 +299,7 @@ impl Session {
     /// state-dict keys.
     pub async fn weights(&self) -> Result<Vec<u8>> {
         let mut dict = self.executor.read_state_dict().await?;
-        dict.set_metadata("model", self.model_name());
+        dict.set_metadata(cenet::checkpoint::MODEL_KEY, self.model_name());
         dict.set_metadata("steps", self.executor.steps.to_string());
         dict.to_bytes()
     }
@@ -396,6 +396,8 @@ mod tests {
             weights.get_i64_scalar("bn1.num_batches_tracked").unwrap(),
             2
         );
-        assert_eq!(weights.metadata()["model"], "resnet8-ce");
+        // The native runner's eval and inspect find the model from the file alone.
+        let named = cenet::train::evaluate::model_of(&weights, None, "downloaded".as_ref());
+        assert_eq!(named.unwrap().to_string(), "resnet8-ce");
     }
 }

@@ -44,3 +44,7 @@ mod training;
 pub use host_tensor::{Element, ElementType, HostTensor, TensorData};
 pub use state_dict::{StateDict, TensorSpec, RESERVED_NAME};
 pub use training::{load_checkpoint, save_checkpoint, TrainingState, WEIGHTS_STEP_KEY};
+
+/// Weights-file metadata naming the model (`resnet20-ce`, `mobilenetv2-ce`, …), written by
+/// the CIFAR runner and the browser demo, so that a checkpoint evaluates without `--model`.
+pub const MODEL_KEY: &str = "cenet.model";

@@ -13,8 +13,7 @@ use crate::data::{Batcher, BatcherState};
 use crate::error::{Error, Result};
 use crate::graph::exec::Executor;
 
-/// Weights-file metadata: the model's name (read by `eval` and `inspect`).
-pub const MODEL_KEY: &str = "cenet.model";
+pub use crate::checkpoint::MODEL_KEY;
 /// Weights-file metadata: the data set's name.
 pub const DATASET_KEY: &str = "cenet.dataset";
 /// Weights-file metadata: how many test images the run used, when it was limited

@@ -166,6 +166,61 @@ WEIGHTS_AS_BASE64 = """(() => {
 })()"""
 
 
+# What the page shows once it has trained: the adapter line, the warning a software adapter
+# gets, the step counter, the test-image grid and the state of the controls.
+PAGE_STATE = """(() => {
+  const notice = document.getElementById("notice");
+  const figures = Array.from(document.querySelectorAll("#grid figure"));
+  return {
+    adapter: document.getElementById("adapter").textContent,
+    notice: notice.hidden ? "" : notice.textContent,
+    step: document.getElementById("stat-step").textContent,
+    grid: figures.map((f) => f.querySelector("figcaption").textContent),
+    start: !document.getElementById("start").disabled,
+    pause: !document.getElementById("pause").disabled,
+    reset: !document.getElementById("reset").disabled,
+    download: !document.getElementById("download").disabled,
+  };
+})()"""
+
+
+def check_page(tools, session, args):
+    """Checks what the page shows after its automatic run: SwiftShader is a software adapter,
+    so the slow-training warning must be up; the step counter shows the steps trained; every
+    test image has a prediction (✓ or ✗) and its true label; training has paused and Start,
+    Reset and Download are enabled. Returns the problems found."""
+    answer = tools.call(
+        "Runtime.evaluate",
+        {"expression": PAGE_STATE, "returnByValue": True},
+        session=session,
+        deadline=time.monotonic() + 60,
+    )
+    if "exceptionDetails" in answer:
+        return [f"reading the page: {answer['exceptionDetails']['text']}"]
+    page = answer["result"]["value"]
+    problems = []
+    if "software" not in page["adapter"] or "slow" not in page["notice"]:
+        problems.append(
+            f"page: no software-adapter warning (adapter line {page['adapter']!r}, "
+            f"notice {page['notice']!r})"
+        )
+    if page["step"] != str(args.steps):
+        problems.append(f"page: the step counter shows {page['step']!r}, expected {args.steps}")
+    if not page["grid"] or not all(
+        ("✓" in text or "✗" in text) and "true:" in text for text in page["grid"]
+    ):
+        problems.append(f"page: test images without a prediction and a label: {page['grid']}")
+    buttons = {name: page[name] for name in ("start", "pause", "reset", "download")}
+    if buttons != {"start": True, "pause": False, "reset": True, "download": True}:
+        problems.append(f"page: after the run the buttons' enabled states are {buttons}")
+    print(
+        f"web e2e: page: {len(page['grid'])} test images with predictions, "
+        f"step {page['step']}, warning shown",
+        flush=True,
+    )
+    return problems
+
+
 def check_weights(tools, session, args):
     """Fetches the weights the download button saves and checks them as a safetensors file
     of the trained network: PyTorch's keys, and every batch norm's num_batches_tracked equal
@@ -262,6 +317,7 @@ def run(args):
                 deadline = min(deadline, time.monotonic() + 5)
 
         if verdict.startswith("PASS"):
+            errors += check_page(tools, session, args)
             errors += check_weights(tools, session, args)
 
         if args.screenshot:
