@@ -306,6 +306,21 @@ fn forward_error(xs: &[usize], ws: &[usize], conv: Conv2d, bias: Option<&[usize]
 }
 
 #[test]
+fn conv2d_whose_output_exceeds_the_binding_limit_is_an_error_naming_op_and_shape() {
+    // A 1×1 input padded until the output of 16 channels outgrows one storage binding.
+    let limit = gpu().max_binding_bytes();
+    let side = ((limit / (16 * 4)) as f64).sqrt() as usize + 2;
+    let padding = side / 2;
+    let out_side = 2 * padding + 1;
+    let err = forward_error(&[1, 1, 1, 1], &[16, 1, 1, 1], Conv2d::new(1, padding), None);
+    let shape = format!("[1, 16, {out_side}, {out_side}]");
+    assert!(
+        err.contains("conv2d output") && err.contains(&shape) && err.contains(&limit.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
 fn conv2d_rejects_mismatched_channels_naming_both_shapes() {
     let err = forward_error(&[1, 3, 7, 5], &[16, 4, 3, 3], Conv2d::new(1, 1), None);
     assert!(
