@@ -1,11 +1,12 @@
 """Checks cenet's training against PyTorch: two SGD steps of a ResNet-CE from the same
 initial weights on the same images must give the same weights.
 
-Tooling, not a test: the Rust test suite never calls Python. Needs torch, numpy and
-safetensors. Run from the repository root:
+The Rust test suite never calls Python; CI runs this as a separate check
+(`.ci/pytorch-check`, with --check). Needs torch, numpy and safetensors. Run from the
+repository root:
 
     python3 examples/pytorch/compare_two_steps.py                  # builds and runs cenet
-    python3 examples/pytorch/compare_two_steps.py --cifar target/debug/examples/cifar
+    python3 examples/pytorch/compare_two_steps.py --cifar target/release/examples/cifar --check
 
 What it does:
 1. writes a small CIFAR-10-format data folder (random pixels and labels, file order);
@@ -19,7 +20,14 @@ What it does:
    schedule, in float64 and in float32, and reports per tensor the largest relative
    difference of cenet's weights from PyTorch's float64 ones (max |cenet - torch| /
    max |torch|), the same for the update (the change from the initial weights), and, for
-   scale, how far PyTorch's own float32 update is from its float64 one.
+   scale, how far PyTorch's own float32 update is from its float64 one;
+5. loads cenet's b.safetensors into the PyTorch module with load_state_dict(strict=True).
+
+With --check it exits with status 1 when a tensor's update differs from PyTorch's float64
+one by more than max(UPDATE_FACTOR × PyTorch's own float32 difference, UPDATE_FLOOR). A
+wrong formula shows as differences of order 1; float32 summation order alone gives a few
+times PyTorch's float32 difference, and up to several per cent on the CE gate θ
+(`x_weight`), whose gradient sums over every element of the block with cancellation.
 """
 import argparse
 import math
@@ -33,6 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+UPDATE_FACTOR = 4.0
+UPDATE_FLOOR = 0.1
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
@@ -186,6 +197,8 @@ def main():
     parser.add_argument("--work", help="folder for the data and weights (default: a temporary one)")
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true",
+                        help="exit with status 1 when an update differs beyond the bound")
     parser.add_argument("--reuse", action="store_true",
                         help="compare with the b.safetensors already in --work (no cenet run)")
     args = parser.parse_args()
@@ -243,6 +256,8 @@ def main():
     missing = set(reference) ^ set(ours)
     if missing:
         sys.exit(f"state dicts differ in keys: {sorted(missing)}")
+    ResNet(args.depth, ce=True).load_state_dict(load_file(b_path), strict=True)
+    print(f"PyTorch loads cenet's {os.path.basename(b_path)} with load_state_dict(strict=True)")
 
     def rel(got, want, scale):
         return (got - want).abs().max().item() / scale if scale > 0 else 0.0
@@ -252,6 +267,7 @@ def main():
     # run shows how much of that any float32 implementation differs by.
     print(f"\n{'tensor':<40} {'weights':>10} {'update':>10} {'torch f32':>10}")
     worst = {"weights": (0.0, None), "update": (0.0, None), "torch f32": (0.0, None)}
+    beyond = []
     for name, want in reference.items():
         if name.endswith("num_batches_tracked"):
             assert ours[name].item() == want.item(), name
@@ -264,6 +280,8 @@ def main():
             "torch f32": rel(single[name] - initial[name], delta, scale),
         }
         print(f"{name:<40} {row['weights']:10.2e} {row['update']:10.2e} {row['torch f32']:10.2e}")
+        if row["update"] > max(UPDATE_FACTOR * row["torch f32"], UPDATE_FLOOR):
+            beyond.append(f"{name} ({row['update']:.2e}, PyTorch float32 {row['torch f32']:.2e})")
         for key, value in row.items():
             if value > worst[key][0]:
                 worst[key] = (value, name)
@@ -273,6 +291,13 @@ def main():
                  "torch f32": "PyTorch float32 update"}[key]
         print(f"  {label:<24} {value:.3e}  ({name})")
     print(f"work folder: {work}")
+    bound = f"max({UPDATE_FACTOR:g} × PyTorch float32, {UPDATE_FLOOR:g})"
+    if beyond:
+        print(f"FAIL: {len(beyond)} updates differ by more than {bound}: {', '.join(beyond)}")
+        if args.check:
+            sys.exit(1)
+    else:
+        print(f"PASS: every update within {bound} of PyTorch float64 over {steps} steps")
 
 
 if __name__ == "__main__":
