@@ -371,6 +371,69 @@ fn resumed_runs_end_with_the_same_weights_as_an_uninterrupted_one() {
 }
 
 #[test]
+fn an_interrupt_during_a_run_finishes_the_step_and_saves_the_weights_of_that_step() {
+    let _gpu = exclusive();
+    let dir = scratch("interrupt");
+    let out = dir.join("run");
+    // Ctrl-C's flag is raised while the run trains: once its first checkpoint (the end of
+    // epoch 1, step 2 of 40) is on disk.
+    let flag = Arc::new(AtomicBool::new(false));
+    let raiser = {
+        let (flag, checkpoint) = (Arc::clone(&flag), out.join("last.safetensors"));
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !checkpoint.is_file() && started.elapsed().as_secs() < 300 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut argv = vec!["cifar", "--quiet"];
+    let long = [
+        "train",
+        "--model",
+        "resnet8-ce",
+        "--dataset",
+        "synthetic",
+        "--train-images",
+        "16",
+        "--test-images",
+        "8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "20",
+        "--seed",
+        "3",
+    ];
+    argv.extend_from_slice(&long);
+    argv.extend_from_slice(&["--out", path(&out)]);
+    let stopped = match cli::execute(cli::parse(argv).unwrap(), Some(gpu()), Some(flag)) {
+        Ok(Outcome::Trained(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    raiser.join().unwrap();
+    assert_eq!(stopped.stop, Stop::Interrupted);
+    assert!((2..40).contains(&stopped.steps), "{} steps", stopped.steps);
+
+    // The checkpoint holds the weights after the last step taken: those of the same run
+    // stopped there by --steps.
+    let (_, training) = load_checkpoint(out.join("last.safetensors")).unwrap();
+    assert_eq!(training.step, stopped.steps);
+    let steps = stopped.steps.to_string();
+    let limit = dir.join("limit");
+    let mut args = long.to_vec();
+    args.extend_from_slice(&["--steps", &steps, "--out", path(&limit)]);
+    let limited = trained(run(&args));
+    assert_eq!(limited.steps, stopped.steps);
+    assert_same_tensors(
+        &StateDict::load(out.join("last.safetensors")).unwrap(),
+        &StateDict::load(limit.join("last.safetensors")).unwrap(),
+        "interrupted against --steps",
+    );
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
     let _gpu = exclusive();
     let dir = scratch("nan");

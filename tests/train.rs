@@ -629,3 +629,15 @@ fn inhibited_shares_count_channels_below_absolute_and_relative_thresholds() {
     let csv = report.to_csv();
     assert_eq!(csv.lines().count(), 4, "header, two sites, overall:\n{csv}");
 }
+
+#[test]
+fn with_no_data_given_and_none_in_the_default_folder_the_runner_uses_the_synthetic_set() {
+    // The tests run in the crate's root, which has no ./data folder.
+    assert!(!std::path::Path::new("data/cifar-10-batches-bin").exists());
+    let (name, dir, why) = cenet::train::DataSource::default().resolve().unwrap();
+    assert_eq!((name, dir), (cenet::train::DatasetName::Synthetic, None));
+    assert!(
+        why.contains("no --data given") && why.contains("download"),
+        "{why}"
+    );
+}
