@@ -800,3 +800,63 @@ fn training_state_refuses_reserved_metadata_and_reports_missing_counters() {
     let message = checkpoint_message(error, path);
     assert!(message.contains("no tensor named `step`"), "{message}");
 }
+
+#[test]
+fn random_mutations_of_a_training_state_file_never_panic() {
+    // The training state's own fields live in the header's metadata (epoch, step, learning
+    // rate, generator state), so the mutations aim there as well as at the raw bytes.
+    let mut optimizer = StateDict::new();
+    optimizer
+        .insert_f32("conv1.weight", &[2, 3], vec![0.5; 6])
+        .unwrap();
+    let small = TrainingState {
+        optimizer,
+        ..training_state(2)
+    };
+    let valid = small.to_bytes().unwrap();
+    let header_end = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+    let text_bytes = b"{}[]\",:0123456789-eE.\\ aFIUxn";
+
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7a1e);
+    let (mut loaded, mut refused) = (0, 0);
+    for case in 0..3000 {
+        let mut bytes = valid.clone();
+        for _ in 0..rng.random_range(1..=3) {
+            match rng.random_range(0..4) {
+                0 => {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] = rng.random();
+                }
+                1 => {
+                    bytes[rng.random_range(8..header_end)] =
+                        text_bytes[rng.random_range(0..text_bytes.len())]
+                }
+                2 => bytes[rng.random_range(8..header_end)] = b'0' + rng.random_range(0..10),
+                _ => bytes.truncate(rng.random_range(0..bytes.len())),
+            }
+            if bytes.len() <= header_end {
+                break;
+            }
+        }
+        let result = std::panic::catch_unwind(|| {
+            TrainingState::from_bytes(&bytes, "fuzz.train.safetensors")
+        })
+        .unwrap_or_else(|_| panic!("the training-state loader panicked on mutation case {case}"));
+        match result {
+            Ok(state) => {
+                state
+                    .to_bytes()
+                    .expect("a loaded training state re-encodes");
+                loaded += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("fuzz.train.safetensors"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        loaded > 0 && refused > 0,
+        "{loaded} loaded, {refused} refused"
+    );
+}
