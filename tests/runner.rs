@@ -273,8 +273,9 @@ fn synthetic_run_learns_and_its_checkpoint_evaluates_and_inspects() {
 
 /// A small run for the resumption tests: 16 images, 2 steps per epoch, 2 epochs, with
 /// shuffling and augmentation on.
-fn small_run(out: &Path, extra: &[&str]) -> cenet::Result<Outcome> {
-    let mut args = vec![
+/// ResNet-8-CE on 16 synthetic images in batches of 8 (2 steps an epoch), seed 3.
+fn small_args(epochs: &'static str) -> Vec<&'static str> {
+    vec![
         "train",
         "--model",
         "resnet8-ce",
@@ -287,12 +288,15 @@ fn small_run(out: &Path, extra: &[&str]) -> cenet::Result<Outcome> {
         "--batch-size",
         "8",
         "--epochs",
-        "2",
+        epochs,
         "--seed",
         "3",
-        "--out",
-        path(out),
-    ];
+    ]
+}
+
+fn small_run(out: &Path, extra: &[&str]) -> cenet::Result<Outcome> {
+    let mut args = small_args("2");
+    args.extend_from_slice(&["--out", path(out)]);
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -388,24 +392,8 @@ fn an_interrupt_during_a_run_finishes_the_step_and_saves_the_weights_of_that_ste
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         })
     };
+    let long = small_args("20");
     let mut argv = vec!["cifar", "--quiet"];
-    let long = [
-        "train",
-        "--model",
-        "resnet8-ce",
-        "--dataset",
-        "synthetic",
-        "--train-images",
-        "16",
-        "--test-images",
-        "8",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "20",
-        "--seed",
-        "3",
-    ];
     argv.extend_from_slice(&long);
     argv.extend_from_slice(&["--out", path(&out)]);
     let stopped = match cli::execute(cli::parse(argv).unwrap(), Some(gpu()), Some(flag)) {
@@ -422,7 +410,7 @@ fn an_interrupt_during_a_run_finishes_the_step_and_saves_the_weights_of_that_ste
     assert_eq!(training.step, stopped.steps);
     let steps = stopped.steps.to_string();
     let limit = dir.join("limit");
-    let mut args = long.to_vec();
+    let mut args = long.clone();
     args.extend_from_slice(&["--steps", &steps, "--out", path(&limit)]);
     let limited = trained(run(&args));
     assert_eq!(limited.steps, stopped.steps);
