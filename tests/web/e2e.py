@@ -221,6 +221,64 @@ def check_page(tools, session, args):
     return problems
 
 
+def evaluate(tools, session, expression):
+    """The value of a JavaScript expression in the page."""
+    answer = tools.call(
+        "Runtime.evaluate",
+        {"expression": expression, "returnByValue": True},
+        session=session,
+        deadline=time.monotonic() + 60,
+    )
+    if "exceptionDetails" in answer:
+        raise RuntimeError(f"evaluating {expression!r}: {answer['exceptionDetails']['text']}")
+    return answer["result"].get("value")
+
+
+def wait_for(tools, session, expression, what, timeout):
+    """Polls `expression` until it is true; returns the problems (one if it never was)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if evaluate(tools, session, expression):
+            return []
+        time.sleep(0.25)
+    return [f"page: {what} did not happen within {timeout} s"]
+
+
+def check_controls(tools, session, args):
+    """Uses the controls as a person would after the automatic run: Start trains on from
+    where it paused (the automatic mode pauses again after one step), and Reset builds a
+    fresh network: step 0, no predictions, Start enabled and nothing to download. Returns
+    the problems found, including any error the page raised meanwhile."""
+    step = "Number(document.getElementById('stat-step').textContent)"
+    button = "document.getElementById('{}')"
+    problems = []
+    evaluate(tools, session, button.format("start") + ".click()")
+    problems += wait_for(
+        tools, session,
+        f"{step} === {args.steps + 1} && !{button.format('start')}.disabled",
+        f"Start: a step past {args.steps}, then a pause", 120,
+    )
+    evaluate(tools, session, button.format("reset") + ".click()")
+    problems += wait_for(
+        tools, session,
+        f"{step} === 0 && !{button.format('start')}.disabled"
+        f" && {button.format('download')}.disabled"
+        " && Array.from(document.querySelectorAll('#grid .predicted'))"
+        ".every((p) => p.textContent === '?')",
+        "Reset: a fresh network at step 0 with no predictions", 120,
+    )
+    for event in tools.events:
+        method = event.get("method")
+        params = event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            problems.append(f"uncaught exception after the run: {params['exceptionDetails']}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            problems.append(f"console error after the run: {console_text(event)}")
+    if not problems:
+        print("web e2e: controls: Start trained on and paused, Reset gave step 0", flush=True)
+    return problems
+
+
 def check_weights(tools, session, args):
     """Fetches the weights the download button saves and checks them as a safetensors file
     of the trained network: PyTorch's keys, and every batch norm's num_batches_tracked equal
@@ -328,6 +386,10 @@ def run(args):
             with open(args.screenshot, "wb") as out:
                 out.write(base64.b64decode(shot["data"]))
             print(f"web e2e: screenshot in {args.screenshot}", flush=True)
+
+        if verdict.startswith("PASS"):
+            # Last, since Reset clears what the checks above and the screenshot look at.
+            errors += check_controls(tools, session, args)
     except TimeoutError:
         if errors:
             verdict = verdict or "FAIL (no verdict after the errors below)"
