@@ -184,20 +184,25 @@ PAGE_STATE = """(() => {
 })()"""
 
 
+def evaluate(tools, session, expression):
+    """The value of a JavaScript expression in the page."""
+    answer = tools.call(
+        "Runtime.evaluate",
+        {"expression": expression, "returnByValue": True},
+        session=session,
+        deadline=time.monotonic() + 60,
+    )
+    if "exceptionDetails" in answer:
+        raise RuntimeError(f"evaluating {expression!r}: {answer['exceptionDetails']['text']}")
+    return answer["result"].get("value")
+
+
 def check_page(tools, session, args):
     """Checks what the page shows after its automatic run: SwiftShader is a software adapter,
     so the slow-training warning must be up; the step counter shows the steps trained; every
     test image has a prediction (✓ or ✗) and its true label; training has paused and Start,
     Reset and Download are enabled. Returns the problems found."""
-    answer = tools.call(
-        "Runtime.evaluate",
-        {"expression": PAGE_STATE, "returnByValue": True},
-        session=session,
-        deadline=time.monotonic() + 60,
-    )
-    if "exceptionDetails" in answer:
-        return [f"reading the page: {answer['exceptionDetails']['text']}"]
-    page = answer["result"]["value"]
+    page = evaluate(tools, session, PAGE_STATE)
     problems = []
     if "software" not in page["adapter"] or "slow" not in page["notice"]:
         problems.append(
@@ -219,19 +224,6 @@ def check_page(tools, session, args):
         flush=True,
     )
     return problems
-
-
-def evaluate(tools, session, expression):
-    """The value of a JavaScript expression in the page."""
-    answer = tools.call(
-        "Runtime.evaluate",
-        {"expression": expression, "returnByValue": True},
-        session=session,
-        deadline=time.monotonic() + 60,
-    )
-    if "exceptionDetails" in answer:
-        raise RuntimeError(f"evaluating {expression!r}: {answer['exceptionDetails']['text']}")
-    return answer["result"].get("value")
 
 
 def wait_for(tools, session, expression, what, timeout):
@@ -283,15 +275,7 @@ def check_weights(tools, session, args):
     """Fetches the weights the download button saves and checks them as a safetensors file
     of the trained network: PyTorch's keys, and every batch norm's num_batches_tracked equal
     to the steps trained. Returns the problems found."""
-    answer = tools.call(
-        "Runtime.evaluate",
-        {"expression": WEIGHTS_AS_BASE64, "returnByValue": True},
-        session=session,
-        deadline=time.monotonic() + 60,
-    )
-    if "exceptionDetails" in answer:
-        return [f"reading the weights from the page: {answer['exceptionDetails']['text']}"]
-    data = base64.b64decode(answer["result"]["value"])
+    data = base64.b64decode(evaluate(tools, session, WEIGHTS_AS_BASE64))
     if args.weights:
         with open(args.weights, "wb") as out:
             out.write(data)
