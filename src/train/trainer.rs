@@ -141,6 +141,18 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// Writes `last.safetensors` and its training state for where the run stands now.
+    fn save_last(&self) -> Result<StateDict> {
+        save_last(
+            &self.dir,
+            &self.exec,
+            &self.batcher,
+            &self.progress,
+            &self.config,
+            self.schedule.lr(self.exec.steps),
+        )
+    }
+
     /// Sets up a new run, or restores one from its last checkpoint.
     fn open(
         gpu: &'a Gpu,
@@ -360,14 +372,7 @@ impl<'a> Run<'a> {
         };
         // Mid-epoch: the partial sums go into the checkpoint so the epoch's figures come out
         // whole after resuming.
-        save_last(
-            &self.dir,
-            &self.exec,
-            &self.batcher,
-            &self.progress,
-            &self.config,
-            self.schedule.lr(self.exec.steps),
-        )?;
+        self.save_last()?;
         let why = match stop {
             Stop::Interrupted => "interrupted",
             _ => "step limit reached",
@@ -418,14 +423,7 @@ impl<'a> Run<'a> {
             progress.best = Some((epoch, test_acc));
         }
 
-        let mut weights = save_last(
-            &self.dir,
-            &self.exec,
-            &self.batcher,
-            &self.progress,
-            &self.config,
-            self.schedule.lr(self.exec.steps),
-        )?;
+        let mut weights = self.save_last()?;
         if improved {
             weights.set_metadata(TEST_ACC_KEY, format!("{test_acc:?}"));
             weights.save(self.dir.best())?;
