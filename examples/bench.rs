@@ -16,6 +16,12 @@
 //! step's time counts from that process's start and includes opening the device and
 //! compiling every pipeline. Throughput is the mean over back-to-back steps after the first.
 //! Speeds are only compared within one run: the table reports ratios to the matmul.
+//!
+//!     cargo run --release --example bench -- --profile MODEL BATCH
+//!
+//! instead takes one training step of MODEL (`resnet20`, `resnet20-ce`, `mobilenetv2`,
+//! `mobilenetv2-ce`), then runs the step again dispatch by dispatch and prints the time
+//! spent in each kernel: where to look next.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("--train-entry") => train_entry_main(&args[1..]),
+        Some("--profile") => profile_main(&args[1..]),
         _ => parse_options(&args).and_then(|options| run(&options)),
     };
     match outcome {
@@ -99,7 +106,8 @@ fn parse_options(args: &[String]) -> BenchResult<Options> {
             "--mobilenet" => options.mobilenet = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--json FILE] [--quick] [--mobilenet] (see the source's header)"
+                    "usage: bench [--json FILE] [--quick] [--mobilenet] | --profile MODEL BATCH \
+                     (see the source's header)"
                 );
                 std::process::exit(0);
             }
@@ -534,19 +542,8 @@ fn train_entry_main(args: &[String]) -> BenchResult<()> {
     let gpu = Gpu::new()?;
     let mut exec = Executor::new(&gpu, build_model(model)?, 1)?;
 
-    let mut rng = SplitMix64::new(3);
-    let images: Vec<f32> = (0..batch * 3 * 32 * 32)
-        .map(|_| rng.normal() as f32)
-        .collect();
-    let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
-    let sgd = SgdConfig {
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        nesterov: false,
-    };
-
-    exec.train_step(&images, &labels, &sgd, false)?;
+    let (images, labels) = random_batch(batch);
+    exec.train_step(&images, &labels, &SGD, false)?;
     gpu.wait_idle()?;
     let first_step_s = START.get().map_or(0.0, |s| s.elapsed().as_secs_f64());
     progress(&format!(
@@ -555,7 +552,7 @@ fn train_entry_main(args: &[String]) -> BenchResult<()> {
 
     let start = Instant::now();
     for _ in 0..steps {
-        exec.train_step(&images, &labels, &sgd, false)?;
+        exec.train_step(&images, &labels, &SGD, false)?;
     }
     gpu.wait_idle()?;
     let seconds = start.elapsed().as_secs_f64();
@@ -573,6 +570,53 @@ fn train_entry_main(args: &[String]) -> BenchResult<()> {
     );
     Ok(())
 }
+
+/// `--profile MODEL BATCH`: one training step, then the same step dispatch by dispatch,
+/// printed as a table of kernels, slowest first.
+fn profile_main(args: &[String]) -> BenchResult<()> {
+    let [model, batch] = args else {
+        return Err("usage: bench --profile MODEL BATCH".into());
+    };
+    let batch: usize = batch.parse()?;
+    let gpu = Gpu::new()?;
+    let mut exec = Executor::new(&gpu, build_model(model)?, 1)?;
+    let (images, labels) = random_batch(batch);
+    exec.train_step(&images, &labels, &SGD, false)?;
+    gpu.wait_idle()?;
+    progress(&format!("{model} batch {batch}: profiling one step"));
+    let times = exec.profile_train_step(batch)?;
+    let total: f64 = times.iter().map(|t| t.ms).sum();
+    println!("{:>10} {:>6} {:>6}  kernel", "ms", "%", "calls");
+    for t in &times {
+        println!(
+            "{:>10.1} {:>6.1} {:>6}  {}",
+            t.ms,
+            100.0 * t.ms / total,
+            t.count,
+            t.name
+        );
+    }
+    println!("{total:>10.1} {:>6.1}        total", 100.0);
+    Ok(())
+}
+
+/// Random images and labels for a batch of CIFAR-sized inputs.
+fn random_batch(batch: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = SplitMix64::new(3);
+    let images: Vec<f32> = (0..batch * 3 * 32 * 32)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
+    (images, labels)
+}
+
+/// The optimiser of the timed training steps.
+const SGD: SgdConfig = SgdConfig {
+    lr: 0.01,
+    momentum: 0.9,
+    weight_decay: 5e-4,
+    nesterov: false,
+};
 
 // ---------------------------------------------------------------------------------------
 // Report

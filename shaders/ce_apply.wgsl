@@ -1,9 +1,12 @@
 // The CE output in one pass over X: for each sample n and group g the linear map
 // M = λ·Wm + ((1 − λ)/κ)·diag(s[n, g·d .. g·d + d]) applied to the d channels at every
 // position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form) or the
-// group mean (centred variant). Wm is P_T (training) or running_wm (evaluation). One
-// workgroup per group and run of 256 positions j = n·H·W + hw; one thread per position
-// reads the d channel values once and writes d outputs.
+// group mean (centred variant). Wm is P_T (training) or running_wm (evaluation).
+//
+// One workgroup per group and run of 64 quads, a quad being 4 consecutive positions of one
+// sample's plane (the last quad of a plane may be short). A thread reads its quad's d
+// channel values once, as d vec4s, and writes d vec4s of output: each matrix entry it
+// reads serves 4 multiply-adds.
 //
 // x, y:         [N, C, H·W] row-major
 // matrices:     group g's d×d matrix (row-major) at g·w_stride + w_offset
@@ -43,28 +46,41 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
 
-const WG: u32 = 256u;
+// The group size d (p.d), fixed per pipeline so that the loops over channels unroll and
+// the per-thread channel arrays live in registers.
+override D: u32 = 16u;
+const WG: u32 = 64u;
 
 var<workgroup> wmat: array<f32, 256>;
 var<workgroup> mu: array<f32, 16>;
 
-@compute @workgroup_size(256)
+// Positions pos..pos + 3 of plane `at` (the first position's index), zero past the plane.
+fn load_quad(at: u32, left: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    for (var e = 0u; e < 4u; e += 1u) {
+        if (e < left) {
+            v[e] = x[at + e];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
 fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let m = p.n * p.hw;
-    let chunks = (m + WG - 1u) / WG;
+    let plane_quads = (p.hw + 3u) / 4u;
+    let chunks = (p.n * plane_quads + WG - 1u) / WG;
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
         return;
     }
-    let d = p.d;
     let lam = scalars[1];
-    if (lid < d * d) {
-        wmat[lid] = lam * matrices[g * p.w_stride + p.w_offset + lid];
+    for (var t = lid; t < D * D; t += WG) {
+        wmat[t] = lam * matrices[g * p.w_stride + p.w_offset + t];
     }
-    if (lid < d) {
+    if (lid < D) {
         var centre = 0.0;
         if (p.centred == 1u) {
             centre = means[g * p.mu_stride + p.mu_offset + lid];
@@ -73,23 +89,32 @@ fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
 
-    let j = (linear % chunks) * WG + lid;
-    if (j >= m) {
+    let quad = (linear % chunks) * WG + lid;
+    if (quad >= p.n * plane_quads) {
         return;
     }
-    let n = j / p.hw;
-    let base = (n * p.c + g * d) * p.hw + j % p.hw;
-    var xs: array<f32, 16>;
-    for (var k = 0u; k < d; k += 1u) {
-        xs[k] = x[base + k * p.hw];
+    let n = quad / plane_quads;
+    let pos = 4u * (quad % plane_quads);
+    let left = p.hw - pos;
+    let base = (n * p.c + g * D) * p.hw + pos;
+    var xs: array<vec4<f32>, 16>;
+    var centred: array<vec4<f32>, 16>;
+    for (var k = 0u; k < D; k += 1u) {
+        xs[k] = load_quad(base + k * p.hw, left);
+        centred[k] = xs[k] - mu[k];
     }
     let reweight = (1.0 - lam) / scalars[0];
-    let s_row = n * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * d;
-    for (var i = 0u; i < d; i += 1u) {
-        var acc = reweight * sample_stats[s_row + i] * xs[i];
-        for (var k = 0u; k < d; k += 1u) {
-            acc += wmat[i * d + k] * (xs[k] - mu[k]);
+    let s_row = n * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * D;
+    for (var i = 0u; i < D; i += 1u) {
+        var acc = (reweight * sample_stats[s_row + i]) * xs[i];
+        for (var k = 0u; k < D; k += 1u) {
+            acc += wmat[i * D + k] * centred[k];
         }
-        y[base + i * p.hw] = acc;
+        let at = base + i * p.hw;
+        for (var e = 0u; e < 4u; e += 1u) {
+            if (e < left) {
+                y[at + e] = acc[e];
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 // Second level of the CE backward reductions, one workgroup per (group g, block of
 // consecutive samples), one thread per entry (i, k): sums the slice blocks of
-// ce_stats_backward per sample, writes the per-sample diagonal E[n, c] = Σ_hw dY·X for
+// ce_stats.wgsl (backward) per sample, writes the per-sample diagonal E[n, c] = Σ_hw dY·X for
 // the reweighting backward, and sums the block's samples into one D block and one set of
 // dY row sums, which ce_newton_backward adds up over the blocks.
 //

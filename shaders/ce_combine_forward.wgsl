@@ -7,7 +7,7 @@
 //    (training only), which ce_newton_forward combines over the blocks.
 // Blocks keep every serial loop short (≤ 16 partials) while many workgroups run at once.
 //
-// partials:     [N, G, S, d + d²]: slice means, then slice co-moments (ce_stats_forward)
+// partials:     [N, G, S, d + d²]: slice means, then slice co-moments (ce_stats.wgsl, forward)
 // sample_stats: [N, 3C + C/r + 1]: v (C), x̄ (C), ... (only these two are written here)
 // block_stats:  [G, blocks, d + d²]: block means, then block co-moments
 

@@ -2,8 +2,9 @@
 // group's K = λ Wmᵀ, B = (dΣ + dΣᵀ)/m, μ and offset c from ce_newton_backward:
 //     dx_i = Σ_k K_ik dy_k + Σ_k B_ik (x_k − μ_k) + c_i
 //          + ((1 − λ)/κ) s[n, c] dy_i + dv[n, c] · 2 (x_i − x̄[n, c]) / (H·W − 1),
-// where c = g·d + i and dv includes κ's term (scalars[2]). One workgroup per group and
-// run of 256 positions j = n·H·W + hw, one thread per position.
+// where c = g·d + i and dv includes κ's term (scalars[2]). As in ce_apply, one workgroup
+// per group and run of 64 quads of 4 consecutive positions of one plane, one thread per
+// quad: each entry of K and B it reads serves 4 multiply-adds.
 //
 // x, dy, dx:    [N, C, H·W] row-major
 // bd_grad:      [G, 2d² + 2d + 1]: K, B, μ, c, ..
@@ -44,65 +45,91 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<uniform> p: Params;
 
-const WG: u32 = 256u;
+// The group size d (p.d), fixed per pipeline so that the loops over channels unroll and
+// the per-thread channel arrays live in registers.
+override D: u32 = 16u;
+const WG: u32 = 64u;
 
 var<workgroup> kmat: array<f32, 256>;
 var<workgroup> bmat: array<f32, 256>;
 var<workgroup> mu: array<f32, 16>;
 var<workgroup> offset: array<f32, 16>;
 
-@compute @workgroup_size(256)
+// Positions pos..pos + 3 of a plane of x (from_x) or dy at `at`, zero past the plane.
+fn load_quad(from_x: bool, at: u32, left: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    for (var e = 0u; e < 4u; e += 1u) {
+        if (e < left) {
+            if (from_x) {
+                v[e] = x[at + e];
+            } else {
+                v[e] = dy[at + e];
+            }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
 fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let m = p.n * p.hw;
-    let chunks = (m + WG - 1u) / WG;
+    let plane_quads = (p.hw + 3u) / 4u;
+    let chunks = (p.n * plane_quads + WG - 1u) / WG;
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
         return;
     }
-    let d = p.d;
-    let dd = d * d;
-    let bo = g * (2u * dd + 2u * d + 1u);
-    if (lid < dd) {
-        kmat[lid] = bd_grad[bo + lid];
-        bmat[lid] = bd_grad[bo + dd + lid];
+    let dd = D * D;
+    let bo = g * (2u * dd + 2u * D + 1u);
+    for (var t = lid; t < dd; t += WG) {
+        kmat[t] = bd_grad[bo + t];
+        bmat[t] = bd_grad[bo + dd + t];
     }
-    if (lid < d) {
+    if (lid < D) {
         mu[lid] = bd_grad[bo + 2u * dd + lid];
-        offset[lid] = bd_grad[bo + 2u * dd + d + lid];
+        offset[lid] = bd_grad[bo + 2u * dd + D + lid];
     }
     workgroupBarrier();
 
-    let j = (linear % chunks) * WG + lid;
-    if (j >= m) {
+    let quad = (linear % chunks) * WG + lid;
+    if (quad >= p.n * plane_quads) {
         return;
     }
-    let n = j / p.hw;
-    let base = (n * p.c + g * d) * p.hw + j % p.hw;
-    var xs: array<f32, 16>;
-    var gs: array<f32, 16>;
-    for (var k = 0u; k < d; k += 1u) {
-        xs[k] = x[base + k * p.hw];
-        gs[k] = dy[base + k * p.hw];
+    let n = quad / plane_quads;
+    let pos = 4u * (quad % plane_quads);
+    let left = p.hw - pos;
+    let base = (n * p.c + g * D) * p.hw + pos;
+    var xs: array<vec4<f32>, 16>;
+    var gs: array<vec4<f32>, 16>;
+    var centred: array<vec4<f32>, 16>;
+    for (var k = 0u; k < D; k += 1u) {
+        xs[k] = load_quad(true, base + k * p.hw, left);
+        gs[k] = load_quad(false, base + k * p.hw, left);
+        centred[k] = xs[k] - mu[k];
     }
     let kappa = scalars[0];
     let lam = scalars[1];
     let dv_kappa = scalars[2];
     let reweight = (1.0 - lam) / kappa;
     let var_scale = 2.0 / f32(p.hw - 1u);
-    let ss = n * (3u * p.c + p.hidden + 1u) + g * d;
-    let ag = n * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * d;
-    for (var i = 0u; i < d; i += 1u) {
-        var acc = offset[i];
-        for (var k = 0u; k < d; k += 1u) {
-            acc += kmat[i * d + k] * gs[k] + bmat[i * d + k] * (xs[k] - mu[k]);
+    let ss = n * (3u * p.c + p.hidden + 1u) + g * D;
+    let ag = n * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * D;
+    for (var i = 0u; i < D; i += 1u) {
+        var acc = vec4<f32>(offset[i]);
+        for (var k = 0u; k < D; k += 1u) {
+            acc += kmat[i * D + k] * gs[k] + bmat[i * D + k] * centred[k];
         }
         let s = sample_stats[ss + 2u * p.c + i];
         let xbar = sample_stats[ss + p.c + i];
         let dv = ar_grad[ag + i] + dv_kappa;
-        acc += reweight * s * gs[i] + dv * var_scale * (xs[i] - xbar);
-        dx[base + i * p.hw] = acc;
+        acc += (reweight * s) * gs[i] + (dv * var_scale) * (xs[i] - xbar);
+        let at = base + i * p.hw;
+        for (var e = 0u; e < 4u; e += 1u) {
+            if (e < left) {
+                dx[at + e] = acc[e];
+            }
+        }
     }
 }

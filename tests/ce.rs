@@ -675,7 +675,10 @@ fn ce_rejects_single_position_planes_bad_shapes_and_untrained_evaluation() {
 }
 
 #[test]
-fn ce_shaders_validate_and_translate_for_every_backend() {
+fn ce_shaders_validate_and_translate_for_every_backend_and_group_size() {
+    // The per-element kernels are specialised on the group size d (their `D` override):
+    // each must validate and translate for every d a block can have, as wgpu resolves it
+    // at pipeline creation.
     for (name, source) in cenet::shaders::SOURCES
         .iter()
         .filter(|(n, _)| n.starts_with("ce_"))
@@ -688,13 +691,31 @@ fn ce_shaders_validate_and_translate_for_every_backend() {
         )
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        naga::back::spv::write_vec(&module, &info, &Default::default(), None)
-            .unwrap_or_else(|e| panic!("{name} to SPIR-V: {e:?}"));
-        naga::back::msl::write_string(&module, &info, &Default::default(), &Default::default())
-            .unwrap_or_else(|e| panic!("{name} to MSL: {e:?}"));
-        let mut hlsl = String::new();
-        naga::back::hlsl::Writer::new(&mut hlsl, &Default::default(), &Default::default())
-            .write(&module, &info, None)
-            .unwrap_or_else(|e| panic!("{name} to HLSL: {e:?}"));
+        let specialised = module
+            .overrides
+            .iter()
+            .any(|(_, o)| o.name.as_deref() == Some("D"));
+        let sizes: Vec<usize> = if specialised {
+            (1..=16).collect()
+        } else {
+            vec![0]
+        };
+        for d in sizes {
+            let mut constants = naga::back::PipelineConstants::default();
+            if specialised {
+                constants.insert("D".to_string(), d as f64);
+            }
+            let (module, info) =
+                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                    .unwrap_or_else(|e| panic!("{name} with D = {d}: {e:?}"));
+            naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+                .unwrap_or_else(|e| panic!("{name} (D = {d}) to SPIR-V: {e:?}"));
+            naga::back::msl::write_string(&module, &info, &Default::default(), &Default::default())
+                .unwrap_or_else(|e| panic!("{name} (D = {d}) to MSL: {e:?}"));
+            let mut hlsl = String::new();
+            naga::back::hlsl::Writer::new(&mut hlsl, &Default::default(), &Default::default())
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{name} (D = {d}) to HLSL: {e:?}"));
+        }
     }
 }

@@ -32,6 +32,9 @@ pub enum Mode {
     Eval,
 }
 
+/// Parameter gradients read back, by parameter name.
+pub type Gradients = HashMap<String, Vec<f32>>;
+
 /// What a compiled program is for: a batch size, a mode, and the nodes besides the loss and
 /// logits whose values it keeps to the end (an evaluation that reads them back).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -449,11 +452,21 @@ impl Executor {
     /// (blocking; native only). Runs a training forward pass, so running statistics are
     /// updated as in a step, but no parameter changes.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn gradients(
+    pub fn gradients(&mut self, images: &[f32], labels: &[u32]) -> Result<Gradients> {
+        Ok(self.gradients_and_values(images, labels, &[])?.0)
+    }
+
+    /// Like [`Executor::gradients`], and also reads back the training-mode values of
+    /// `nodes` (in order), kept alive to the end of the step as [`Executor::eval_outputs`]
+    /// keeps its probes: for checking a network against a reference on the same branches
+    /// of its piecewise functions.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn gradients_and_values(
         &mut self,
         images: &[f32],
         labels: &[u32],
-    ) -> Result<HashMap<String, Vec<f32>>> {
+        nodes: &[NodeId],
+    ) -> Result<(Gradients, Vec<Vec<f32>>)> {
         let mut sink = HashMap::new();
         for name in &self.param_names {
             let shape = self.tensors[name].shape().to_vec();
@@ -462,8 +475,13 @@ impl Executor {
                 Tensor::uninit(&self.gpu, &shape, DType::F32, "gradient")?,
             );
         }
+        let key = Key {
+            batch: labels.len(),
+            mode: Mode::Train,
+            outputs: nodes.to_vec(),
+        };
         self.run(
-            &Key::step(labels.len(), Mode::Train),
+            &key,
             images,
             labels,
             &Update::CopyGradients(sink.clone()),
@@ -472,9 +490,20 @@ impl Executor {
         for c in self.counters.values_mut() {
             *c += 1;
         }
-        sink.into_iter()
+        let c = self.compiled(&key)?;
+        let values: Vec<Tensor> = nodes
+            .iter()
+            .map(|n| c.values[c.program.values[n].0].clone())
+            .collect();
+        let values = values
+            .iter()
+            .map(|t| t.to_vec(&self.gpu))
+            .collect::<Result<Vec<_>>>()?;
+        let grads = sink
+            .into_iter()
             .map(|(name, t)| Ok((name, t.to_vec(&self.gpu)?)))
-            .collect()
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok((grads, values))
     }
 
     /// Evaluates a batch with the running statistics: loss and correct predictions.
@@ -526,6 +555,25 @@ impl Executor {
             .map(|n| c.values[c.program.values[&n].0].clone())
             .collect();
         tensors.iter().map(|t| t.to_vec(&self.gpu)).collect()
+    }
+
+    /// Runs the recorded training step of `batch` (after it has run once) dispatch by
+    /// dispatch and returns where its time goes, by kernel (see [`Program::profile`]).
+    /// The step runs for real: parameters are updated as by one more step.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_train_step(&self, batch: usize) -> Result<Vec<crate::kernels::KernelTime>> {
+        let key = Key::step(batch, Mode::Train);
+        let program = self
+            .compiled
+            .get(&key)
+            .and_then(|c| c.recorded.as_ref())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "profile",
+                    format!("no training step of batch {batch} has run yet"),
+                )
+            })?;
+        program.profile(&self.gpu)
     }
 
     /// Dispatches per recorded step of a batch size and mode (after it has run once).

@@ -11,8 +11,9 @@
 //! pass as the per-(sample, group) linear map M = λP_T + ((1−λ)/κ)·diag(s).
 //!
 //! Kernel plan (`shaders/ce_*.wgsl`), forward:
-//! 1. `ce_stats_forward`: one read of X; per (sample, group, slice of H·W) the mean and the
-//!    centred d×d co-moment, accumulated chunk by chunk with Chan's combination;
+//! 1. `ce_stats` (forward): per (sample, group, slice of H·W) the mean and the centred d×d
+//!    co-moment, by two passes over the slice (the second from cache) with 4×4 register
+//!    blocks per thread;
 //! 2. `ce_combine_forward`: per (group, block of ≤ 16 partials) the per-(n, c) spatial mean
 //!    and variance, and a block mean and co-moment (Chan again);
 //! 3. `ce_newton_forward` (training): one workgroup per group combines the blocks into μ and
@@ -21,11 +22,16 @@
 //! 5. `ce_scale`: κ (or running_scale), λ, and the running_scale update;
 //! 6. `ce_apply`: one read of X, one write of Y.
 //!
-//! Backward: `ce_stats_backward` (one read of X and dY: per (sample, group, slice) the d×d
+//! Backward: `ce_stats` (backward: one read of X and dY: per (sample, group, slice) the d×d
 //! block Σ dY·xᵀ, whose diagonal is Σ_hw dY·X), `ce_combine_backward` (blocks of those,
 //! and the per-(n, c) diagonals), `ce_newton_backward` (the d×d work), `ce_reweight_backward`
 //! (the MLP per sample), `ce_weight_grad` (sums over the batch), `ce_backward_scalars`
 //! (dθ, dκ) and `ce_input_grad` (one fused pass for dX).
+//!
+//! The passes over every element (`ce_stats`, `ce_apply`, `ce_input_grad`) are
+//! specialised on d, so their loops over a group's channels unroll into registers, and each
+//! thread works on 4×4 blocks or 4 positions at a time, so every value it loads serves
+//! several multiply-adds.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, KernelSpec};
@@ -33,8 +39,6 @@ use crate::kernels::{expect_nchw, expect_shape, grid, Recorder};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "ce";
-/// Threads per workgroup of every CE kernel.
-const WORKGROUP: usize = 256;
 /// Largest group size: the d×d work uses one thread per matrix entry.
 pub const MAX_GROUP_SIZE: usize = 16;
 /// Outputs per workgroup of `ce_weight_grad` (`OUTPUTS` there).
@@ -585,6 +589,24 @@ fn kernel(shader: &'static str, bindings: &'static [Binding]) -> KernelSpec {
     KernelSpec::new(shader, shader, bindings)
 }
 
+/// Workgroups per group of `ce_apply` and `ce_input_grad`: runs of 64 threads, each taking
+/// a quad of 4 consecutive positions of one plane.
+fn per_element_chunks(geo: &CeGeometry) -> usize {
+    const QUAD_THREADS: usize = 64;
+    (geo.n * geo.hw().div_ceil(4)).div_ceil(QUAD_THREADS)
+}
+
+/// An entry point of `ce_stats.wgsl`, specialised for the group size `d`.
+fn stats_kernel(entry: &'static str, d: usize) -> KernelSpec {
+    KernelSpec::new("ce_stats", entry, &[R, R, RW, U]).with("D", d as f64)
+}
+
+/// A kernel specialised for the group size `d` (its `D` override), for the passes over
+/// every element, whose loops over a group's channels then unroll.
+fn group_kernel(shader: &'static str, bindings: &'static [Binding], d: usize) -> KernelSpec {
+    kernel(shader, bindings).with("D", d as f64)
+}
+
 fn check_saved(state: &CeState, x: &Tensor, saved: &CeSaved) -> Result<CeGeometry> {
     state.check_tensors()?;
     expect_nchw(OP, "input", x)?;
@@ -611,8 +633,8 @@ fn record_reweight(
 ) -> Result<()> {
     let geo = saved.geometry;
     rec.dispatch(
-        &kernel("ce_stats_forward", &[R, RW, U]),
-        &[x.buffer(), saved.partials.buffer()],
+        &stats_kernel("forward", geo.d),
+        &[x.buffer(), x.buffer(), saved.partials.buffer()],
         Some(p),
         grid(rec.gpu(), geo.units() as u32),
     )?;
@@ -674,9 +696,9 @@ fn record_apply(
     p: &Params,
 ) -> Result<()> {
     let geo = saved.geometry;
-    let chunks = (geo.n * geo.hw()).div_ceil(WORKGROUP);
+    let chunks = per_element_chunks(&geo);
     rec.dispatch(
-        &kernel("ce_apply", &[R, R, R, R, R, RW, U]),
+        &group_kernel("ce_apply", &[R, R, R, R, R, RW, U], geo.d),
         &[
             x.buffer(),
             matrix.buffer(),
@@ -779,8 +801,8 @@ pub fn ce_backward_into(
     let p = params(&geo, &state.options, CeMode::Training);
     let gpu = rec.gpu();
     rec.dispatch(
-        &kernel("ce_stats_backward", &[R, R, RW, U]),
-        &[dy.buffer(), x.buffer(), saved.partials.buffer()],
+        &stats_kernel("backward", geo.d),
+        &[x.buffer(), dy.buffer(), saved.partials.buffer()],
         Some(&p),
         grid(gpu, geo.units() as u32),
     )?;
@@ -844,9 +866,9 @@ pub fn ce_backward_into(
         Some(&p),
         [1, 1, 1],
     )?;
-    let chunks = (geo.n * geo.hw()).div_ceil(WORKGROUP);
+    let chunks = per_element_chunks(&geo);
     rec.dispatch(
-        &kernel("ce_input_grad", &[R, R, R, R, R, R, RW, U]),
+        &group_kernel("ce_input_grad", &[R, R, R, R, R, R, RW, U], geo.d),
         &[
             x.buffer(),
             dy.buffer(),

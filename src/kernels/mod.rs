@@ -284,6 +284,18 @@ impl<'g> Recorder<'g> {
     }
 }
 
+/// Time spent in one kernel (or in copies or clears) by [`Program::profile`].
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    /// The kernel's name (shader and entry point, with its specialisation), `copy` or
+    /// `clear`.
+    pub name: String,
+    /// Wall-clock milliseconds over all its dispatches.
+    pub ms: f64,
+    /// How many dispatches it had.
+    pub count: usize,
+}
+
 /// Recorded work, ready to be encoded into any number of command encoders. Replaying a
 /// program allocates nothing: a training step writes its inputs with `Queue::write_buffer`
 /// and encodes the same program again.
@@ -304,9 +316,48 @@ impl Program {
         self.dispatches
     }
 
+    /// Runs the program once command by command, each in its own submission waited for,
+    /// and returns the wall-clock time of each dispatch summed by kernel name, slowest
+    /// first (native only). For finding where a step's time goes; the per-dispatch waits
+    /// make the total larger than a normal run's.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<KernelTime>> {
+        let mut times: Vec<KernelTime> = Vec::new();
+        gpu.wait_idle()?;
+        for command in &self.commands {
+            let mut encoder =
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cenet profile"),
+                    });
+            Program::encode_commands(std::slice::from_ref(command), &mut encoder);
+            let start = std::time::Instant::now();
+            gpu.queue().submit([encoder.finish()]);
+            gpu.wait_idle()?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let name = match command {
+                Command::Dispatch { kernel, .. } => kernel.name.clone(),
+                Command::Copy { .. } | Command::CopyToBuffer { .. } => "copy".to_string(),
+                Command::Clear { .. } => "clear".to_string(),
+            };
+            match times.iter_mut().find(|t| t.name == name) {
+                Some(t) => {
+                    t.ms += ms;
+                    t.count += 1;
+                }
+                None => times.push(KernelTime { name, ms, count: 1 }),
+            }
+        }
+        times.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(times)
+    }
+
     /// Encodes the program; consecutive dispatches share one compute pass.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let commands = &self.commands;
+        Program::encode_commands(&self.commands, encoder);
+    }
+
+    fn encode_commands(commands: &[Command], encoder: &mut wgpu::CommandEncoder) {
         let mut i = 0;
         while i < commands.len() {
             match &commands[i] {

@@ -80,6 +80,57 @@ pub fn run(
     labels: &[u32],
     training: bool,
 ) -> NetworkPass {
+    let no_branches = HashMap::new();
+    let inputs = Inputs { images, labels };
+    run_on_branches(
+        graph,
+        [loss_node, logits_node],
+        t,
+        inputs,
+        training,
+        &no_branches,
+    )
+}
+
+/// A batch for [`run_on_branches`].
+pub struct Inputs<'a> {
+    pub images: &'a [f64],
+    pub labels: &'a [u32],
+}
+
+/// Which piece of ReLU6 (or ReLU) the value `at_kink_input` selects: below 0, between the
+/// kinks, or above 6.
+fn relu6_piece(at_kink_input: f64) -> u8 {
+    if at_kink_input <= 0.0 {
+        0
+    } else if at_kink_input < 6.0 {
+        1
+    } else {
+        2
+    }
+}
+
+/// [`run`], except that each ReLU6 whose input node is a key of `branches` takes, element
+/// by element, the piece (clipped low, linear, clipped high) that the given values of its
+/// input select, in the forward pass and in its gradient. Given the values a float32
+/// engine computed, the float64 pass then differentiates the same piecewise-smooth function
+/// as the engine: an input within rounding of a kink cannot turn a rounding difference into
+/// a different gradient.
+pub fn run_on_branches(
+    graph: &Graph,
+    [loss_node, logits_node]: [NodeId; 2],
+    t: &Tensors,
+    Inputs { images, labels }: Inputs,
+    training: bool,
+    branches: &HashMap<NodeId, Vec<f32>>,
+) -> NetworkPass {
+    // The piece of each element of ReLU6 input `x` (valued `values`).
+    let pieces = |x: &NodeId, values: &[f64]| -> Vec<u8> {
+        match branches.get(x) {
+            Some(engine) => engine.iter().map(|&a| relu6_piece(a as f64)).collect(),
+            None => values.iter().map(|&a| relu6_piece(a)).collect(),
+        }
+    };
     let mut values: HashMap<NodeId, Vec<f64>> = HashMap::new();
     let mut states: Tensors = graph
         .states
@@ -152,7 +203,15 @@ pub fn run(
                 }
             }
             Op::Relu(x) => v(x).iter().map(|a| a.max(0.0)).collect(),
-            Op::Relu6(x) => v(x).iter().map(|a| a.clamp(0.0, 6.0)).collect(),
+            Op::Relu6(x) => v(x)
+                .iter()
+                .zip(pieces(x, &values[x]))
+                .map(|(&a, piece)| match piece {
+                    0 => 0.0,
+                    1 => a,
+                    _ => 6.0,
+                })
+                .collect(),
             Op::Add(a, b) => values[a]
                 .iter()
                 .zip(&values[b])
@@ -274,10 +333,10 @@ pub fn run(
                 Op::Relu6(x) => add(
                     &mut g,
                     *x,
-                    values[x]
-                        .iter()
+                    pieces(x, &values[x])
+                        .into_iter()
                         .zip(&dy)
-                        .map(|(a, d)| if *a > 0.0 && *a < 6.0 { *d } else { 0.0 })
+                        .map(|(piece, d)| if piece == 1 { *d } else { 0.0 })
                         .collect(),
                 ),
                 Op::Add(a, b) => {
