@@ -96,11 +96,24 @@ fn k_step() -> u32 {
     return min(16u, 4u * TY);
 }
 
+// n / d. Integer division has no vector instruction on CPUs, so software rasterisers run
+// it lane by lane; below 2^22 it is done exactly in f32 instead: with n = q·d + r,
+// (n + ½)/d = q + (r + ½)/d lies at least ½/d from an integer, and the quotient's rounding
+// error, under (q + 1)·2⁻²⁴, is smaller than that while n + d < 2^23.
+fn udiv(n: u32, d: u32) -> u32 {
+    if (n < 4194304u && d < 4194304u) {
+        return u32((f32(n) + 0.5) / f32(d));
+    }
+    return n / d;
+}
+
 // i as (i / (h·w), i / w % h, i % w)
 fn unflatten(i: u32, h: u32, w: u32) -> vec3<i32> {
     let plane = h * w;
-    let r = i % plane;
-    return vec3<i32>(i32(i / plane), i32(r / w), i32(r % w));
+    let q = udiv(i, plane);
+    let r = i - q * plane;
+    let y = udiv(r, w);
+    return vec3<i32>(i32(q), i32(y), i32(r - y * w));
 }
 
 // Column k of A as (index of its row 0, step between rows).
@@ -120,7 +133,8 @@ fn a_column(mode: u32, k: u32) -> vec2<u32> {
     }
     // dy[n, row, oh, ow] with k = (n, oh, ow)
     let plane = p.out_h * p.out_w;
-    return vec2<u32>((k / plane) * p.out_channels * plane + k % plane, plane);
+    let n = udiv(k, plane);
+    return vec2<u32>(n * p.out_channels * plane + k - n * plane, plane);
 }
 
 // B[k, col] is b_src[c.x + r.x + (c.y + r.y)·width + c.z + r.z] with c = b_col(col) and
