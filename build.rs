@@ -1,7 +1,13 @@
 //! Embeds every `shaders/*.wgsl` file in the crate, so the library runs from any directory
-//! and in wasm without reading files at run time.
+//! and in wasm without reading files at run time. A shader whose element type is the alias
+//! `Elem` (a line `alias Elem = f32;`) is embedded twice: as written, and as `<stem>4` with
+//! `Elem = vec4<f32>`, which moves four elements per load and store.
 
 use std::{env, fs, path::Path};
+
+/// The line that marks a shader with a vec4 variant, and what replaces it there.
+const SCALAR_ALIAS: &str = "alias Elem = f32;";
+const VEC4_ALIAS: &str = "alias Elem = vec4<f32>;";
 
 fn main() {
     let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("shaders");
@@ -13,8 +19,11 @@ fn main() {
         .collect();
     names.sort();
 
-    let mut table = String::from("/// Every shader in `shaders/`: (file stem, WGSL source).\n");
+    let mut table = String::from(
+        "/// Every shader in `shaders/` and its vec4 variant if it has one: (name, WGSL source).\n",
+    );
     table.push_str("pub static SOURCES: &[(&str, &str)] = &[\n");
+    let out_dir = Path::new(&env::var("OUT_DIR").unwrap()).to_path_buf();
     for path in &names {
         println!("cargo:rerun-if-changed={}", path.display());
         let stem = path.file_stem().unwrap().to_string_lossy();
@@ -22,8 +31,19 @@ fn main() {
             "    ({stem:?}, include_str!({:?})),\n",
             path.display().to_string()
         ));
+        // A shader written over `alias Elem = f32;` also gets a variant STEM4 over vec4s.
+        let source = fs::read_to_string(path).expect("read shader");
+        if source.lines().any(|l| l.trim() == SCALAR_ALIAS) {
+            let vec4 = source.replace(SCALAR_ALIAS, VEC4_ALIAS);
+            let variant = out_dir.join(format!("{stem}4.wgsl"));
+            fs::write(&variant, vec4).expect("write shader variant");
+            table.push_str(&format!(
+                "    (\"{stem}4\", include_str!({:?})),\n",
+                variant.display().to_string()
+            ));
+        }
     }
     table.push_str("];\n");
-    let out = Path::new(&env::var("OUT_DIR").unwrap()).join("shader_sources.rs");
+    let out = out_dir.join("shader_sources.rs");
     fs::write(out, table).expect("write shader table");
 }

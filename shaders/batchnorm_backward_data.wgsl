@@ -2,10 +2,14 @@
 //     dx = k.x · (dy − k.y − (x − k.w) · k.z)
 // with k = coefficients[c] = (weight·inv_std, Σdy/m, inv_std·Σdy·x̂/m, mean) prepared by the
 // reduction passes. This is dy pushed through y = weight·x̂ + bias and through the batch
-// mean and variance that x̂ depends on.
+// mean and variance that x̂ depends on. Elements are of type Elem: f32 here, vec4<f32>
+// (4 positions of one channel) in the variant batchnorm_backward_data4 (build.rs), which the
+// host uses when H·W is a multiple of 4; n and plane count Elems.
 //
 // x, dy, dx:     [N, C, H, W] row-major
 // coefficients:  [C, 4] row-major
+
+alias Elem = f32;
 
 struct Params {
     n: u32,       // N·C·H·W
@@ -13,10 +17,10 @@ struct Params {
     plane: u32,   // H·W
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
+@group(0) @binding(1) var<storage, read> dy: array<Elem>;
 @group(0) @binding(2) var<storage, read> coefficients: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<Elem>;
 @group(0) @binding(4) var<uniform> params: Params;
 
 const WORKGROUP: u32 = 256u;

@@ -1,10 +1,15 @@
 // Batch normalisation, the elementwise pass: y = (x − mean[c]) · s[c] · weight[c] + bias[c],
 // one thread per element, with s = 1/sqrt(var + eps). In training `spread` holds the saved
 // batch inv_std directly; in evaluation it holds the running variance and s is computed here.
-// Subtracting the mean before scaling keeps y accurate when the mean is large.
+// Subtracting the mean before scaling keeps y accurate when the mean is large. Elements are
+// of type Elem: f32 here, vec4<f32> (4 positions of one channel) in the variant
+// batchnorm_normalize4 (build.rs), which the host uses when H·W is a multiple of 4; n and
+// plane count Elems.
 //
 // x, y:                        [N, C, H, W] row-major
 // mean, spread, weight, bias:  [C]
+
+alias Elem = f32;
 
 struct Params {
     n: u32,       // N·C·H·W
@@ -13,12 +18,12 @@ struct Params {
     eps: f32,     // used by normalize_running only
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
 @group(0) @binding(2) var<storage, read> spread: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<Elem>;
 @group(0) @binding(6) var<uniform> params: Params;
 
 const WORKGROUP: u32 = 256u;

@@ -1,4 +1,5 @@
-//! ReLU, ReLU6 and elementwise addition (`shaders/elementwise.wgsl`).
+//! ReLU, ReLU6 and elementwise addition (`shaders/elementwise.wgsl`, in its vec4 variant
+//! `elementwise4` on lengths that are multiples of 4).
 
 use crate::error::Result;
 use crate::gpu::{Binding, Gpu, KernelSpec};
@@ -35,11 +36,15 @@ fn record(
     b: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
-    let spec = KernelSpec::new("elementwise", entry, BINDINGS);
-    let groups = grid_for(rec.gpu(), out.len(), WORKGROUP);
-    let params = Params {
-        n: out.len() as u32,
+    // Four elements per thread where the length allows (the vec4 variant).
+    let (shader, n) = if out.len().is_multiple_of(4) {
+        ("elementwise4", out.len() / 4)
+    } else {
+        ("elementwise", out.len())
     };
+    let spec = KernelSpec::new(shader, entry, BINDINGS);
+    let groups = grid_for(rec.gpu(), n, WORKGROUP);
+    let params = Params { n: n as u32 };
     rec.dispatch(
         &spec,
         &[a.buffer(), b.buffer(), out.buffer()],

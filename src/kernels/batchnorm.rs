@@ -36,6 +36,8 @@ const STATS_FINALIZE_BINDINGS: &[Binding] = &[
     Binding::ReadWrite,
     Binding::Uniform,
 ];
+/// The normalising pass's shaders, per element and per vec4.
+const NORMALIZE: [&str; 2] = ["batchnorm_normalize", "batchnorm_normalize4"];
 const NORMALIZE_BINDINGS: &[Binding] = &[
     Binding::Read,
     Binding::Read,
@@ -233,6 +235,28 @@ impl Dims {
             eps,
         }
     }
+
+    /// One pass over every element of `shader`'s `entry`: its vec4 form (`shader` + "4",
+    /// four elements of one channel per thread) when the plane size is a multiple of 4,
+    /// with its parameters and workgroups.
+    fn elementwise_pass(
+        &self,
+        gpu: &Gpu,
+        [shader, shader4]: [&'static str; 2],
+        entry: &'static str,
+        bindings: &'static [Binding],
+        eps: f32,
+    ) -> (KernelSpec, ElementwiseParams, [u32; 3]) {
+        let mut params = self.elementwise_params(eps);
+        let mut shader = shader;
+        if self.plane.is_multiple_of(4) {
+            shader = shader4;
+            params.n /= 4;
+            params.plane /= 4;
+        }
+        let groups = grid_for(gpu, params.n as usize, ELEMENTWISE_WORKGROUP);
+        (KernelSpec::new(shader, entry, bindings), params, groups)
+    }
 }
 
 /// Checks `x` is NCHW with as many channels as the layer has in every per-channel tensor.
@@ -333,8 +357,15 @@ pub fn forward_train_into(
         }),
         grid(gpu, d.channels as u32),
     )?;
+    let (spec, params, groups) = d.elementwise_pass(
+        gpu,
+        NORMALIZE,
+        "normalize_batch",
+        NORMALIZE_BINDINGS,
+        bn.eps,
+    );
     rec.dispatch(
-        &KernelSpec::new("batchnorm_normalize", "normalize_batch", NORMALIZE_BINDINGS),
+        &spec,
         &[
             x.buffer(),
             saved.mean.buffer(),
@@ -343,8 +374,8 @@ pub fn forward_train_into(
             bn.bias.buffer(),
             y.buffer(),
         ],
-        Some(&d.elementwise_params(bn.eps)),
-        grid_for(gpu, d.len, ELEMENTWISE_WORKGROUP),
+        Some(&params),
+        groups,
     )?;
     bn.num_batches_tracked += 1;
     Ok(())
@@ -360,12 +391,15 @@ pub fn forward_eval_into(
     let d = dims(bn, x)?;
     expect_shape(OP, "output", y, x.shape())?;
     let gpu = rec.gpu();
+    let (spec, params, groups) = d.elementwise_pass(
+        gpu,
+        NORMALIZE,
+        "normalize_running",
+        NORMALIZE_BINDINGS,
+        bn.eps,
+    );
     rec.dispatch(
-        &KernelSpec::new(
-            "batchnorm_normalize",
-            "normalize_running",
-            NORMALIZE_BINDINGS,
-        ),
+        &spec,
         &[
             x.buffer(),
             bn.running_mean.buffer(),
@@ -374,8 +408,8 @@ pub fn forward_eval_into(
             bn.bias.buffer(),
             y.buffer(),
         ],
-        Some(&d.elementwise_params(bn.eps)),
-        grid_for(gpu, d.len, ELEMENTWISE_WORKGROUP),
+        Some(&params),
+        groups,
     )
 }
 
@@ -444,20 +478,23 @@ pub fn backward_into(
         }),
         grid(gpu, d.channels as u32),
     )?;
+    let (spec, params, groups) = d.elementwise_pass(
+        gpu,
+        ["batchnorm_backward_data", "batchnorm_backward_data4"],
+        "input_gradient",
+        BACKWARD_DATA_BINDINGS,
+        0.0,
+    );
     rec.dispatch(
-        &KernelSpec::new(
-            "batchnorm_backward_data",
-            "input_gradient",
-            BACKWARD_DATA_BINDINGS,
-        ),
+        &spec,
         &[
             x.buffer(),
             dy.buffer(),
             coefficients.buffer(),
             grads.dx.buffer(),
         ],
-        Some(&d.elementwise_params(0.0)),
-        grid_for(gpu, d.len, ELEMENTWISE_WORKGROUP),
+        Some(&params),
+        groups,
     )
 }
 
