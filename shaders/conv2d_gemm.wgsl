@@ -32,6 +32,14 @@
 //                     a_src = dy, b_src = x (patches), out = partial sums [splits, Cout, N];
 //                     conv2d_reduce.wgsl adds the slices.
 // All buffers are row-major. bias is bound but unread unless has_bias is set.
+//
+// forward_narrow and backward_data_narrow compute the same products when M ≤ 16 and
+// K ≤ 256 (layers of at most 16 output channels, or input channels for backward_data,
+// with a short reduction): the whole of A, at most 16 × 256, is staged in workgroup memory
+// once, and each thread then computes all M rows for 8 columns, gathering its own B values
+// straight from the tensor. A gathered value serves 16 multiply-adds with no round trip
+// through workgroup memory, and the K loop passes no barrier. The tiled kernel would spend
+// a staged load and a workgroup-memory read on each B value for the same 16 multiply-adds.
 
 struct Params {
     batch: u32,
@@ -386,6 +394,174 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     store_row(mode, row_b + 1u, acc[13], col_b, at_b, step);
     store_row(mode, row_b + 2u, acc[14], col_b, at_b, step);
     store_row(mode, row_b + 3u, acc[15], col_b, at_b, step);
+}
+
+// A of the narrow kernels: a_all[k * 4 + q] = rows 4q..4q + 3 of column k (16 KiB).
+var<workgroup> a_all: array<vec4<f32>, 1024>;
+
+// Columns per thread of the narrow kernels.
+const NARROW_COLS: u32 = 8u;
+
+fn gemm_narrow(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
+    let tile = wid.y * groups.x + wid.x;
+    if (tile >= params.tiles) {
+        return;
+    }
+    let k_end = params.k;
+    let m = params.m;
+
+    // Stage A: 4 row quads per column k, zero past row m.
+    for (var t = lid; t < k_end * 4u; t += THREADS) {
+        let k = t / 4u;
+        let row = 4u * (t % 4u);
+        let at = a_column(mode, k);
+        var v = vec4<f32>();
+        for (var r = 0u; r < 4u; r += 1u) {
+            if (row + r < m) {
+                v[r] = a_src[at.x + (row + r) * at.y];
+            }
+        }
+        a_all[t] = v;
+    }
+    workgroupBarrier();
+
+    let col0 = (tile * THREADS + lid) * NARROW_COLS;
+    let last = params.n - 1u;
+    // Written out by hand: a software rasteriser indexes private arrays lane by lane.
+    let c0 = b_col(mode, min(col0 + 0u, last));
+    let c1 = b_col(mode, min(col0 + 1u, last));
+    let c2 = b_col(mode, min(col0 + 2u, last));
+    let c3 = b_col(mode, min(col0 + 3u, last));
+    let c4 = b_col(mode, min(col0 + 4u, last));
+    let c5 = b_col(mode, min(col0 + 5u, last));
+    let c6 = b_col(mode, min(col0 + 6u, last));
+    let c7 = b_col(mode, min(col0 + 7u, last));
+    var acc00 = vec4<f32>();
+    var acc01 = vec4<f32>();
+    var acc02 = vec4<f32>();
+    var acc03 = vec4<f32>();
+    var acc04 = vec4<f32>();
+    var acc05 = vec4<f32>();
+    var acc06 = vec4<f32>();
+    var acc07 = vec4<f32>();
+    var acc10 = vec4<f32>();
+    var acc11 = vec4<f32>();
+    var acc12 = vec4<f32>();
+    var acc13 = vec4<f32>();
+    var acc14 = vec4<f32>();
+    var acc15 = vec4<f32>();
+    var acc16 = vec4<f32>();
+    var acc17 = vec4<f32>();
+    var acc20 = vec4<f32>();
+    var acc21 = vec4<f32>();
+    var acc22 = vec4<f32>();
+    var acc23 = vec4<f32>();
+    var acc24 = vec4<f32>();
+    var acc25 = vec4<f32>();
+    var acc26 = vec4<f32>();
+    var acc27 = vec4<f32>();
+    var acc30 = vec4<f32>();
+    var acc31 = vec4<f32>();
+    var acc32 = vec4<f32>();
+    var acc33 = vec4<f32>();
+    var acc34 = vec4<f32>();
+    var acc35 = vec4<f32>();
+    var acc36 = vec4<f32>();
+    var acc37 = vec4<f32>();
+    for (var k = 0u; k < k_end; k += 1u) {
+        let row = b_row(mode, k);
+        let b0 = b_value(mode, c0, row);
+        let b1 = b_value(mode, c1, row);
+        let b2 = b_value(mode, c2, row);
+        let b3 = b_value(mode, c3, row);
+        let b4 = b_value(mode, c4, row);
+        let b5 = b_value(mode, c5, row);
+        let b6 = b_value(mode, c6, row);
+        let b7 = b_value(mode, c7, row);
+        let a0 = a_all[k * 4u + 0u];
+        let a1 = a_all[k * 4u + 1u];
+        let a2 = a_all[k * 4u + 2u];
+        let a3 = a_all[k * 4u + 3u];
+        acc00 += a0 * b0;
+        acc01 += a0 * b1;
+        acc02 += a0 * b2;
+        acc03 += a0 * b3;
+        acc04 += a0 * b4;
+        acc05 += a0 * b5;
+        acc06 += a0 * b6;
+        acc07 += a0 * b7;
+        acc10 += a1 * b0;
+        acc11 += a1 * b1;
+        acc12 += a1 * b2;
+        acc13 += a1 * b3;
+        acc14 += a1 * b4;
+        acc15 += a1 * b5;
+        acc16 += a1 * b6;
+        acc17 += a1 * b7;
+        acc20 += a2 * b0;
+        acc21 += a2 * b1;
+        acc22 += a2 * b2;
+        acc23 += a2 * b3;
+        acc24 += a2 * b4;
+        acc25 += a2 * b5;
+        acc26 += a2 * b6;
+        acc27 += a2 * b7;
+        acc30 += a3 * b0;
+        acc31 += a3 * b1;
+        acc32 += a3 * b2;
+        acc33 += a3 * b3;
+        acc34 += a3 * b4;
+        acc35 += a3 * b5;
+        acc36 += a3 * b6;
+        acc37 += a3 * b7;
+    }
+
+    store_narrow(mode, col0 + 0u, acc00, acc10, acc20, acc30);
+    store_narrow(mode, col0 + 1u, acc01, acc11, acc21, acc31);
+    store_narrow(mode, col0 + 2u, acc02, acc12, acc22, acc32);
+    store_narrow(mode, col0 + 3u, acc03, acc13, acc23, acc33);
+    store_narrow(mode, col0 + 4u, acc04, acc14, acc24, acc34);
+    store_narrow(mode, col0 + 5u, acc05, acc15, acc25, acc35);
+    store_narrow(mode, col0 + 6u, acc06, acc16, acc26, acc36);
+    store_narrow(mode, col0 + 7u, acc07, acc17, acc27, acc37);
+}
+
+// Writes rows 0..m − 1 of column col of C, given as 4 row quads.
+fn store_narrow(mode: u32, col: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>,
+                q3: vec4<f32>) {
+    if (col >= params.n) {
+        return;
+    }
+    let at = c_column(mode, col, 0u);
+    let step = c_step(mode);
+    for (var row = 0u; row < params.m; row += 1u) {
+        var v = q0[row % 4u];
+        if (row >= 12u) {
+            v = q3[row % 4u];
+        } else if (row >= 8u) {
+            v = q2[row % 4u];
+        } else if (row >= 4u) {
+            v = q1[row % 4u];
+        }
+        if (mode == FORWARD && params.has_bias != 0u) {
+            v += bias[row];
+        }
+        out[at + row * step] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn forward_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32,
+                  @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm_narrow(FORWARD, wid, lid, groups);
+}
+
+@compute @workgroup_size(64)
+fn backward_data_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32,
+                        @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm_narrow(BACKWARD_DATA, wid, lid, groups);
 }
 
 @compute @workgroup_size(64)

@@ -301,6 +301,13 @@ const MAX_PARTIAL_BYTES: usize = 64 << 20;
 /// (16 per thread).
 const REDUCTION_CHUNK: usize = 16 * WORKGROUP;
 
+/// Largest M and K of the narrow GEMM kernels (`forward_narrow`, `backward_data_narrow`),
+/// which stage all of A, M × K, in 16 KiB of workgroup memory; and the columns one of their
+/// workgroups computes (64 threads × 8).
+const NARROW_M: usize = 16;
+const NARROW_K: usize = 256;
+const NARROW_TILE_N: usize = 512;
+
 /// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
 #[derive(Clone, Copy)]
 enum Pass {
@@ -336,22 +343,34 @@ fn record_gemm(
     [splits, k_per_split]: [usize; 2],
     buffers: [&wgpu::Buffer; 4],
 ) -> Result<()> {
-    let (threads_m, tile_m, tile_n) = gemm_tile(m, n);
-    let tiles_m = m.div_ceil(tile_m);
-    let tiles_n = n.div_ceil(tile_n);
     params.m = m as u32;
     params.n = n as u32;
     params.k = k as u32;
     params.k_per_split = k_per_split as u32;
-    params.tiles_n = tiles_n as u32;
-    params.tiles = (tiles_m * tiles_n) as u32;
-
-    let entry = match pass {
-        Pass::Forward => "forward",
-        Pass::BackwardData => "backward_data",
-        Pass::BackwardWeight => "backward_weight",
+    let narrow = m <= NARROW_M && k <= NARROW_K && splits == 1;
+    let spec = match pass {
+        Pass::Forward | Pass::BackwardData if narrow => {
+            params.tiles_n = n.div_ceil(NARROW_TILE_N) as u32;
+            params.tiles = params.tiles_n;
+            let entry = match pass {
+                Pass::Forward => "forward_narrow",
+                _ => "backward_data_narrow",
+            };
+            KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
+        }
+        _ => {
+            let (threads_m, tile_m, tile_n) = gemm_tile(m, n);
+            let tiles_n = n.div_ceil(tile_n);
+            params.tiles_n = tiles_n as u32;
+            params.tiles = (m.div_ceil(tile_m) * tiles_n) as u32;
+            let entry = match pass {
+                Pass::Forward => "forward",
+                Pass::BackwardData => "backward_data",
+                Pass::BackwardWeight => "backward_weight",
+            };
+            KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS).with("TY", threads_m as f64)
+        }
     };
-    let spec = KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS).with("TY", threads_m as f64);
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
     rec.dispatch(&spec, &buffers, Some(&params), groups)
