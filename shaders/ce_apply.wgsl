@@ -55,12 +55,17 @@ var<workgroup> wmat: array<f32, 256>;
 var<workgroup> mu: array<f32, 16>;
 
 // Positions pos..pos + 3 of plane `at` (the first position's index), zero past the plane.
+// Written out: a software rasteriser would index the vector lane by lane in a loop.
 fn load_quad(at: u32, left: u32) -> vec4<f32> {
-    var v = vec4<f32>();
-    for (var e = 0u; e < 4u; e += 1u) {
-        if (e < left) {
-            v[e] = x[at + e];
-        }
+    if (left >= 4u) {
+        return vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
+    }
+    var v = vec4<f32>(x[at], 0.0, 0.0, 0.0);
+    if (left > 1u) {
+        v.y = x[at + 1u];
+    }
+    if (left > 2u) {
+        v.z = x[at + 2u];
     }
     return v;
 }
@@ -111,10 +116,15 @@ fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
             acc += wmat[i * D + k] * centred[k];
         }
         let at = base + i * p.hw;
-        for (var e = 0u; e < 4u; e += 1u) {
-            if (e < left) {
-                y[at + e] = acc[e];
-            }
+        y[at] = acc.x;
+        if (left > 1u) {
+            y[at + 1u] = acc.y;
+        }
+        if (left > 2u) {
+            y[at + 2u] = acc.z;
+        }
+        if (left > 3u) {
+            y[at + 3u] = acc.w;
         }
     }
 }

@@ -56,18 +56,26 @@ var<workgroup> mu: array<f32, 16>;
 var<workgroup> offset: array<f32, 16>;
 
 // Positions pos..pos + 3 of a plane of x (from_x) or dy at `at`, zero past the plane.
+// Written out: a software rasteriser would index the vector lane by lane in a loop.
 fn load_quad(from_x: bool, at: u32, left: u32) -> vec4<f32> {
-    var v = vec4<f32>();
-    for (var e = 0u; e < 4u; e += 1u) {
-        if (e < left) {
-            if (from_x) {
-                v[e] = x[at + e];
-            } else {
-                v[e] = dy[at + e];
-            }
-        }
+    var v = vec4<f32>(element(from_x, at), 0.0, 0.0, 0.0);
+    if (left > 1u) {
+        v.y = element(from_x, at + 1u);
+    }
+    if (left > 2u) {
+        v.z = element(from_x, at + 2u);
+    }
+    if (left > 3u) {
+        v.w = element(from_x, at + 3u);
     }
     return v;
+}
+
+fn element(from_x: bool, at: u32) -> f32 {
+    if (from_x) {
+        return x[at];
+    }
+    return dy[at];
 }
 
 @compute @workgroup_size(64)
@@ -126,10 +134,15 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
         let dv = ar_grad[ag + i] + dv_kappa;
         acc += (reweight * s) * gs[i] + (dv * var_scale) * (xs[i] - xbar);
         let at = base + i * p.hw;
-        for (var e = 0u; e < 4u; e += 1u) {
-            if (e < left) {
-                dx[at + e] = acc[e];
-            }
+        dx[at] = acc.x;
+        if (left > 1u) {
+            dx[at + 1u] = acc.y;
+        }
+        if (left > 2u) {
+            dx[at + 2u] = acc.z;
+        }
+        if (left > 3u) {
+            dx[at + 3u] = acc.w;
         }
     }
 }

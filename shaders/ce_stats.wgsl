@@ -1,6 +1,5 @@
 // First level of the CE reductions over every element, per (sample n, group g, slice s of
-// the H·W positions), each reading its slice of the tensors once (the forward pass twice,
-// the second time from cache):
+// the H·W positions), each reading its slice of the tensors once:
 //   forward   the mean of each of the group's d channels and their centred d×d co-moment
 //             Σ_j (x_j − x̄)(x_j − x̄)ᵀ over the slice; its diagonal doubles as the
 //             per-(n, c) spatial variance of the reweighting branch. In evaluation only the
@@ -13,9 +12,11 @@
 // LANES-th position of the slice in registers: per position it loads the block's 4 + 4
 // channel values straight from the tensors and does 16 multiply-adds. Nothing is staged in
 // workgroup memory and no barrier is passed until the lanes' sums are added at the end.
-// The forward pass first finds the slice means x̄, then sums (x − x̄)(x − x̄)ᵀ and
-// subtracts the rounding left in Σ(x − x̄) as Σ(x − x̄)Σ(x − x̄)ᵀ / L: no E[xxᵀ] − x̄x̄ᵀ
-// cancellation occurs.
+// The forward pass sums values shifted by the slice's first position x_0, then centres:
+// Σ(x − x̄)(x − x̄)ᵀ = Σ(x − x_0)(x − x_0)ᵀ − L·(x̄ − x_0)(x̄ − x_0)ᵀ. The subtraction
+// cancels (1 + (x̄ − x_0)²/σ²)-fold, a small factor since x_0 is one of the data, however
+// far the channel's mean lies from zero (raw moments, E[xxᵀ] − x̄x̄ᵀ, would cancel
+// (1 + x̄²/σ²)-fold).
 //
 // x, dy:    [N, C, H·W] row-major (the forward pass binds x twice and reads no dy)
 // partials: [N, G, S, d + d²]: per unit d means (forward) or row sums of dY (backward),
@@ -59,8 +60,7 @@ override BLOCKS: u32 = NB * NB;
 override LANES: u32 = WG / BLOCKS;
 
 var<workgroup> red: array<f32, 2048>;   // up to 8 sums of each of the 256 threads
-var<workgroup> mean: array<f32, 16>;    // forward: the slice means x̄
-var<workgroup> row_sum: array<f32, 16>; // forward: Σ (x_i − x̄_i) over the slice
+var<workgroup> row_sum: array<f32, 16>; // forward: Σ (x_i − x_0,i) over the slice
 
 // Where a (sample, group, slice) unit's positions lie.
 struct Unit {
@@ -80,20 +80,26 @@ fn unit_of(wid: vec3<u32>, nwg: vec3<u32>) -> Unit {
 }
 
 // Channels row0..row0 + 3 of the group at position j of dy (from_dy) or x, zero past the
-// group's d channels.
+// group's d channels. Written out: a software rasteriser would index the vector lane by
+// lane in a loop.
 fn quad(from_dy: bool, base: u32, row0: u32, j: u32) -> vec4<f32> {
-    var v = vec4<f32>();
-    for (var r = 0u; r < 4u; r += 1u) {
-        if (row0 + r < D) {
-            let at = base + (row0 + r) * p.hw + j;
-            if (from_dy) {
-                v[r] = dy[at];
-            } else {
-                v[r] = x[at];
-            }
-        }
+    let at = base + row0 * p.hw + j;
+    return vec4<f32>(
+        channel(from_dy, row0 < D, at),
+        channel(from_dy, row0 + 1u < D, at + p.hw),
+        channel(from_dy, row0 + 2u < D, at + 2u * p.hw),
+        channel(from_dy, row0 + 3u < D, at + 3u * p.hw),
+    );
+}
+
+fn channel(from_dy: bool, inside: bool, at: u32) -> f32 {
+    if (!inside) {
+        return 0.0;
     }
-    return v;
+    if (from_dy) {
+        return dy[at];
+    }
+    return x[at];
 }
 
 // The total over the LANES threads of block b of sum c (of `width` per thread) in red.
@@ -145,43 +151,13 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     let a = blk / NB;
     let b = blk % NB;
 
-    // Pass 1, the means: the NB·LANES threads from a·NB·LANES sum rows 4a..4a + 3.
-    let row_threads = NB * LANES;
-    var sum = vec4<f32>();
-    if (blk < BLOCKS) {
-        for (var j = u.hw0 + lid % row_threads; j < u.hw1; j += row_threads) {
-            sum += quad(false, u.base, 4u * a, j);
-        }
-    }
-    for (var c = 0u; c < 4u; c += 1u) {
-        red[lid * 4u + c] = sum[c];
-    }
-    workgroupBarrier();
+    // Every sum is taken of values shifted by the slice's first position, x_0.
     let count = f32(u.hw1 - u.hw0);
-    if (lid < D) {
-        let first = (lid / 4u) * row_threads;
-        var total = 0.0;
-        for (var t = first; t < first + row_threads; t += 1u) {
-            total += red[t * 4u + lid % 4u];
-        }
-        mean[lid] = total / count;
-    }
-    workgroupBarrier();
-
-    // Pass 2, the centred co-moment.
     var acc: array<vec4<f32>, 4>;
     var sum_a = vec4<f32>();
     if (blk < BLOCKS && (p.training == 1u || a == b)) {
-        var shift_a = vec4<f32>();
-        var shift_b = vec4<f32>();
-        for (var r = 0u; r < 4u; r += 1u) {
-            if (4u * a + r < D) {
-                shift_a[r] = mean[4u * a + r];
-            }
-            if (4u * b + r < D) {
-                shift_b[r] = mean[4u * b + r];
-            }
-        }
+        let shift_a = quad(false, u.base, 4u * a, u.hw0);
+        let shift_b = quad(false, u.base, 4u * b, u.hw0);
         for (var j = u.hw0 + q; j < u.hw1; j += LANES) {
             let xa = quad(false, u.base, 4u * a, j) - shift_a;
             let xb = quad(false, u.base, 4u * b, j) - shift_b;
@@ -193,7 +169,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
 
-    // Row sums of x − x̄, from the diagonal blocks.
+    // Row sums of x − x_0, from the diagonal blocks.
     for (var c = 0u; c < 4u; c += 1u) {
         red[lid * 4u + c] = sum_a[c];
     }
@@ -204,7 +180,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     let out = u.index * (D + D * D);
     if (lid < D) {
-        partials[out + lid] = mean[lid] + row_sum[lid] / count;
+        partials[out + lid] = x[u.base + lid * p.hw + u.hw0] + row_sum[lid] / count;
     }
     write_blocks(acc, lid, out, true, count);
 }
