@@ -3,16 +3,20 @@
 // position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form) or the
 // group mean (centred variant). Wm is P_T (training) or running_wm (evaluation).
 //
-// One workgroup per group and run of 64 quads, a quad being 4 consecutive positions of one
-// sample's plane (the last quad of a plane may be short). A thread reads its quad's d
-// channel values once, as d vec4s, and writes d vec4s of output: each matrix entry it
-// reads serves 4 multiply-adds.
+// One workgroup per group and run of 64 Elems of positions, one thread per Elem: it reads
+// its d channel values once and writes d outputs. Elem is f32 here and vec4<f32>, 4
+// consecutive positions of one plane, in the variant ce_apply4 (build.rs) that the host uses
+// when H·W is a multiple of 4: there every matrix entry a thread reads serves 4 positions,
+// and every load and store moves 4 values. The matrix is staged by rows of vec4s, so a
+// thread reads it with d·⌈d/4⌉ loads.
 //
-// x, y:         [N, C, H·W] row-major
+// x, y:         [N, C, H·W] row-major, as Elems
 // matrices:     group g's d×d matrix (row-major) at g·w_stride + w_offset
 // means:        group g's d-vector at g·mu_stride + mu_offset (read only when centred)
 // sample_stats: [N, 3C + C/r + 1], s at offset 2C of each row
 // scalars:      [4]: κ, λ, ..
+
+alias Elem = f32;
 
 // Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
 struct Params {
@@ -36,54 +40,41 @@ struct Params {
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
     block_samples: u32, // samples per block of the combine passes
     blocks: u32,      // blocks per group, ceil(N / block_samples)
+    hw_elems: u32,    // ce_apply, ce_input_grad: Elems per plane, H·W or H·W / 4
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
 @group(0) @binding(1) var<storage, read> matrices: array<f32>;
 @group(0) @binding(2) var<storage, read> means: array<f32>;
 @group(0) @binding(3) var<storage, read> sample_stats: array<f32>;
 @group(0) @binding(4) var<storage, read> scalars: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<Elem>;
 @group(0) @binding(6) var<uniform> p: Params;
 
 // The group size d (p.d), fixed per pipeline so that the loops over channels unroll and
-// the per-thread channel arrays live in registers.
+// the per-thread channel arrays live in registers; DQ = ⌈d/4⌉ vec4s per matrix row.
 override D: u32 = 16u;
+override DQ: u32 = (D + 3u) / 4u;
 const WG: u32 = 64u;
 
-var<workgroup> wmat: array<f32, 256>;
+var<workgroup> wmat: array<vec4<f32>, 64>; // λ·Wm, row i at i·DQ, zero past column d
 var<workgroup> mu: array<f32, 16>;
-
-// Positions pos..pos + 3 of plane `at` (the first position's index), zero past the plane.
-// Written out: a software rasteriser would index the vector lane by lane in a loop.
-fn load_quad(at: u32, left: u32) -> vec4<f32> {
-    if (left >= 4u) {
-        return vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
-    }
-    var v = vec4<f32>(x[at], 0.0, 0.0, 0.0);
-    if (left > 1u) {
-        v.y = x[at + 1u];
-    }
-    if (left > 2u) {
-        v.z = x[at + 2u];
-    }
-    return v;
-}
 
 @compute @workgroup_size(64)
 fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let plane_quads = (p.hw + 3u) / 4u;
-    let chunks = (p.n * plane_quads + WG - 1u) / WG;
+    let elems = p.hw_elems;
+    let chunks = (p.n * elems + WG - 1u) / WG;
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
         return;
     }
     let lam = scalars[1];
-    for (var t = lid; t < D * D; t += WG) {
-        wmat[t] = lam * matrices[g * p.w_stride + p.w_offset + t];
+    let w0 = g * p.w_stride + p.w_offset;
+    for (var t = lid; t < D * DQ; t += WG) {
+        wmat[t] = lam * matrix_quad(w0, t / DQ, 4u * (t % DQ));
     }
     if (lid < D) {
         var centre = 0.0;
@@ -94,37 +85,46 @@ fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
 
-    let quad = (linear % chunks) * WG + lid;
-    if (quad >= p.n * plane_quads) {
+    let e = (linear % chunks) * WG + lid;
+    if (e >= p.n * elems) {
         return;
     }
-    let n = quad / plane_quads;
-    let pos = 4u * (quad % plane_quads);
-    let left = p.hw - pos;
-    let base = (n * p.c + g * D) * p.hw + pos;
-    var xs: array<vec4<f32>, 16>;
-    var centred: array<vec4<f32>, 16>;
+    let n = e / elems;
+    let base = (n * p.c + g * D) * elems + e % elems;
+    var xs: array<Elem, 16>;
+    var centred: array<Elem, 16>;
     for (var k = 0u; k < D; k += 1u) {
-        xs[k] = load_quad(base + k * p.hw, left);
+        xs[k] = x[base + k * elems];
         centred[k] = xs[k] - mu[k];
     }
     let reweight = (1.0 - lam) / scalars[0];
     let s_row = n * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * D;
     for (var i = 0u; i < D; i += 1u) {
         var acc = (reweight * sample_stats[s_row + i]) * xs[i];
-        for (var k = 0u; k < D; k += 1u) {
-            acc += wmat[i * D + k] * centred[k];
+        for (var j = 0u; j < DQ; j += 1u) {
+            let w = wmat[i * DQ + j];
+            acc += w.x * centred[4u * j] + w.y * centred[4u * j + 1u]
+                + w.z * centred[4u * j + 2u] + w.w * centred[4u * j + 3u];
         }
-        let at = base + i * p.hw;
-        y[at] = acc.x;
-        if (left > 1u) {
-            y[at + 1u] = acc.y;
-        }
-        if (left > 2u) {
-            y[at + 2u] = acc.z;
-        }
-        if (left > 3u) {
-            y[at + 3u] = acc.w;
-        }
+        y[base + i * elems] = acc;
     }
+}
+
+// Columns k0..k0 + 3 of row i of the d×d matrix at `at`, zero past column d.
+fn matrix_quad(at: u32, i: u32, k0: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    let row = at + i * D;
+    if (k0 < D) {
+        v.x = matrices[row + k0];
+    }
+    if (k0 + 1u < D) {
+        v.y = matrices[row + k0 + 1u];
+    }
+    if (k0 + 2u < D) {
+        v.z = matrices[row + k0 + 2u];
+    }
+    if (k0 + 3u < D) {
+        v.w = matrices[row + k0 + 3u];
+    }
+    return v;
 }

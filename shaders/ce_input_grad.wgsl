@@ -3,14 +3,17 @@
 //     dx_i = Σ_k K_ik dy_k + Σ_k B_ik (x_k − μ_k) + c_i
 //          + ((1 − λ)/κ) s[n, c] dy_i + dv[n, c] · 2 (x_i − x̄[n, c]) / (H·W − 1),
 // where c = g·d + i and dv includes κ's term (scalars[2]). As in ce_apply, one workgroup
-// per group and run of 64 quads of 4 consecutive positions of one plane, one thread per
-// quad: each entry of K and B it reads serves 4 multiply-adds.
+// per group and run of 64 Elems, one thread per Elem, with Elem = f32 here and vec4<f32>
+// (4 positions) in the variant ce_input_grad4 that the host uses when H·W is a multiple
+// of 4; K and B are staged by rows of vec4s.
 //
-// x, dy, dx:    [N, C, H·W] row-major
+// x, dy, dx:    [N, C, H·W] row-major, as Elems
 // bd_grad:      [G, 2d² + 2d + 1]: K, B, μ, c, ..
 // sample_stats: [N, 3C + C/r + 1]: v, x̄, s, ..
 // ar_grad:      [N, 3C + 4C/r + 1]: E, dv, ..
 // scalars:      [4]: κ, λ, dκ/(2κNC), unused
+
+alias Elem = f32;
 
 // Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
 struct Params {
@@ -34,56 +37,35 @@ struct Params {
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
     block_samples: u32, // samples per block of the combine passes
     blocks: u32,      // blocks per group, ceil(N / block_samples)
+    hw_elems: u32,    // ce_apply, ce_input_grad: Elems per plane, H·W or H·W / 4
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
+@group(0) @binding(1) var<storage, read> dy: array<Elem>;
 @group(0) @binding(2) var<storage, read> bd_grad: array<f32>;
 @group(0) @binding(3) var<storage, read> sample_stats: array<f32>;
 @group(0) @binding(4) var<storage, read> ar_grad: array<f32>;
 @group(0) @binding(5) var<storage, read> scalars: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<Elem>;
 @group(0) @binding(7) var<uniform> p: Params;
 
 // The group size d (p.d), fixed per pipeline so that the loops over channels unroll and
-// the per-thread channel arrays live in registers.
+// the per-thread channel arrays live in registers; DQ = ⌈d/4⌉ vec4s per matrix row.
 override D: u32 = 16u;
+override DQ: u32 = (D + 3u) / 4u;
 const WG: u32 = 64u;
 
-var<workgroup> kmat: array<f32, 256>;
-var<workgroup> bmat: array<f32, 256>;
+var<workgroup> kmat: array<vec4<f32>, 64>; // row i at i·DQ, zero past column d
+var<workgroup> bmat: array<vec4<f32>, 64>;
 var<workgroup> mu: array<f32, 16>;
 var<workgroup> offset: array<f32, 16>;
-
-// Positions pos..pos + 3 of a plane of x (from_x) or dy at `at`, zero past the plane.
-// Written out: a software rasteriser would index the vector lane by lane in a loop.
-fn load_quad(from_x: bool, at: u32, left: u32) -> vec4<f32> {
-    var v = vec4<f32>(element(from_x, at), 0.0, 0.0, 0.0);
-    if (left > 1u) {
-        v.y = element(from_x, at + 1u);
-    }
-    if (left > 2u) {
-        v.z = element(from_x, at + 2u);
-    }
-    if (left > 3u) {
-        v.w = element(from_x, at + 3u);
-    }
-    return v;
-}
-
-fn element(from_x: bool, at: u32) -> f32 {
-    if (from_x) {
-        return x[at];
-    }
-    return dy[at];
-}
 
 @compute @workgroup_size(64)
 fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let plane_quads = (p.hw + 3u) / 4u;
-    let chunks = (p.n * plane_quads + WG - 1u) / WG;
+    let elems = p.hw_elems;
+    let chunks = (p.n * elems + WG - 1u) / WG;
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
@@ -91,9 +73,9 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let dd = D * D;
     let bo = g * (2u * dd + 2u * D + 1u);
-    for (var t = lid; t < dd; t += WG) {
-        kmat[t] = bd_grad[bo + t];
-        bmat[t] = bd_grad[bo + dd + t];
+    for (var t = lid; t < D * DQ; t += WG) {
+        kmat[t] = matrix_quad(bo, t / DQ, 4u * (t % DQ));
+        bmat[t] = matrix_quad(bo + dd, t / DQ, 4u * (t % DQ));
     }
     if (lid < D) {
         mu[lid] = bd_grad[bo + 2u * dd + lid];
@@ -101,20 +83,18 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
 
-    let quad = (linear % chunks) * WG + lid;
-    if (quad >= p.n * plane_quads) {
+    let e = (linear % chunks) * WG + lid;
+    if (e >= p.n * elems) {
         return;
     }
-    let n = quad / plane_quads;
-    let pos = 4u * (quad % plane_quads);
-    let left = p.hw - pos;
-    let base = (n * p.c + g * D) * p.hw + pos;
-    var xs: array<vec4<f32>, 16>;
-    var gs: array<vec4<f32>, 16>;
-    var centred: array<vec4<f32>, 16>;
+    let n = e / elems;
+    let base = (n * p.c + g * D) * elems + e % elems;
+    var xs: array<Elem, 16>;
+    var gs: array<Elem, 16>;
+    var centred: array<Elem, 16>;
     for (var k = 0u; k < D; k += 1u) {
-        xs[k] = load_quad(true, base + k * p.hw, left);
-        gs[k] = load_quad(false, base + k * p.hw, left);
+        xs[k] = x[base + k * elems];
+        gs[k] = dy[base + k * elems];
         centred[k] = xs[k] - mu[k];
     }
     let kappa = scalars[0];
@@ -125,24 +105,38 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
     let ss = n * (3u * p.c + p.hidden + 1u) + g * D;
     let ag = n * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * D;
     for (var i = 0u; i < D; i += 1u) {
-        var acc = vec4<f32>(offset[i]);
-        for (var k = 0u; k < D; k += 1u) {
-            acc += kmat[i * D + k] * gs[k] + bmat[i * D + k] * centred[k];
+        var acc = Elem(offset[i]);
+        for (var j = 0u; j < DQ; j += 1u) {
+            let kq = kmat[i * DQ + j];
+            let bq = bmat[i * DQ + j];
+            let k0 = 4u * j;
+            acc += kq.x * gs[k0] + kq.y * gs[k0 + 1u] + kq.z * gs[k0 + 2u] + kq.w * gs[k0 + 3u];
+            acc += bq.x * centred[k0] + bq.y * centred[k0 + 1u] + bq.z * centred[k0 + 2u]
+                + bq.w * centred[k0 + 3u];
         }
         let s = sample_stats[ss + 2u * p.c + i];
         let xbar = sample_stats[ss + p.c + i];
         let dv = ar_grad[ag + i] + dv_kappa;
         acc += (reweight * s) * gs[i] + (dv * var_scale) * (xs[i] - xbar);
-        let at = base + i * p.hw;
-        dx[at] = acc.x;
-        if (left > 1u) {
-            dx[at + 1u] = acc.y;
-        }
-        if (left > 2u) {
-            dx[at + 2u] = acc.z;
-        }
-        if (left > 3u) {
-            dx[at + 3u] = acc.w;
-        }
+        dx[base + i * elems] = acc;
     }
+}
+
+// Columns k0..k0 + 3 of row i of the d×d matrix at `at` in bd_grad, zero past column d.
+fn matrix_quad(at: u32, i: u32, k0: u32) -> vec4<f32> {
+    var v = vec4<f32>();
+    let row = at + i * D;
+    if (k0 < D) {
+        v.x = bd_grad[row + k0];
+    }
+    if (k0 + 1u < D) {
+        v.y = bd_grad[row + k0 + 1u];
+    }
+    if (k0 + 2u < D) {
+        v.z = bd_grad[row + k0 + 2u];
+    }
+    if (k0 + 3u < D) {
+        v.w = bd_grad[row + k0 + 3u];
+    }
+    return v;
 }

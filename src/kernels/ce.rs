@@ -547,6 +547,9 @@ struct Params {
     ln_eps: f32,
     block_samples: u32,
     blocks: u32,
+    /// Elems per plane in `ce_apply` and `ce_input_grad`: H·W, or H·W / 4 in their vec4
+    /// variants.
+    hw_elems: u32,
 }
 
 fn params(geo: &CeGeometry, options: &CeOptions, mode: CeMode) -> Params {
@@ -578,6 +581,7 @@ fn params(geo: &CeGeometry, options: &CeOptions, mode: CeMode) -> Params {
         ln_eps: LAYER_NORM_EPS,
         block_samples: geo.block_samples as u32,
         blocks: geo.blocks as u32,
+        hw_elems: geo.hw() as u32,
     }
 }
 
@@ -589,22 +593,31 @@ fn kernel(shader: &'static str, bindings: &'static [Binding]) -> KernelSpec {
     KernelSpec::new(shader, shader, bindings)
 }
 
-/// Workgroups per group of `ce_apply` and `ce_input_grad`: runs of 64 threads, each taking
-/// a quad of 4 consecutive positions of one plane.
-fn per_element_chunks(geo: &CeGeometry) -> usize {
-    const QUAD_THREADS: usize = 64;
-    (geo.n * geo.hw().div_ceil(4)).div_ceil(QUAD_THREADS)
+/// One of the passes over every element that work in Elems (`ce_apply`, `ce_input_grad`):
+/// the vec4 variant `shader4` with 4 positions per thread when H·W is a multiple of 4,
+/// with its parameters and the workgroups to dispatch (runs of 64 Elems per group).
+fn per_element_pass(
+    gpu: &Gpu,
+    [shader, shader4]: [&'static str; 2],
+    bindings: &'static [Binding],
+    geo: &CeGeometry,
+    mut p: Params,
+) -> (KernelSpec, Params, [u32; 3]) {
+    const THREADS: usize = 64;
+    let name = if geo.hw().is_multiple_of(4) {
+        p.hw_elems = (geo.hw() / 4) as u32;
+        shader4
+    } else {
+        shader
+    };
+    let spec = KernelSpec::new(name, shader, bindings).with("D", geo.d as f64);
+    let chunks = (geo.n * p.hw_elems as usize).div_ceil(THREADS);
+    (spec, p, grid(gpu, (geo.groups * chunks) as u32))
 }
 
 /// An entry point of `ce_stats.wgsl`, specialised for the group size `d`.
 fn stats_kernel(entry: &'static str, d: usize) -> KernelSpec {
     KernelSpec::new("ce_stats", entry, &[R, R, RW, U]).with("D", d as f64)
-}
-
-/// A kernel specialised for the group size `d` (its `D` override), for the passes over
-/// every element, whose loops over a group's channels then unroll.
-fn group_kernel(shader: &'static str, bindings: &'static [Binding], d: usize) -> KernelSpec {
-    kernel(shader, bindings).with("D", d as f64)
 }
 
 fn check_saved(state: &CeState, x: &Tensor, saved: &CeSaved) -> Result<CeGeometry> {
@@ -696,9 +709,15 @@ fn record_apply(
     p: &Params,
 ) -> Result<()> {
     let geo = saved.geometry;
-    let chunks = per_element_chunks(&geo);
+    let (spec, p, groups) = per_element_pass(
+        rec.gpu(),
+        ["ce_apply", "ce_apply4"],
+        &[R, R, R, R, R, RW, U],
+        &geo,
+        *p,
+    );
     rec.dispatch(
-        &group_kernel("ce_apply", &[R, R, R, R, R, RW, U], geo.d),
+        &spec,
         &[
             x.buffer(),
             matrix.buffer(),
@@ -707,8 +726,8 @@ fn record_apply(
             saved.scalars.buffer(),
             y.buffer(),
         ],
-        Some(p),
-        grid(rec.gpu(), (geo.groups * chunks) as u32),
+        Some(&p),
+        groups,
     )
 }
 
@@ -866,9 +885,15 @@ pub fn ce_backward_into(
         Some(&p),
         [1, 1, 1],
     )?;
-    let chunks = per_element_chunks(&geo);
+    let (spec, p, groups) = per_element_pass(
+        gpu,
+        ["ce_input_grad", "ce_input_grad4"],
+        &[R, R, R, R, R, R, RW, U],
+        &geo,
+        p,
+    );
     rec.dispatch(
-        &group_kernel("ce_input_grad", &[R, R, R, R, R, R, RW, U], geo.d),
+        &spec,
         &[
             x.buffer(),
             dy.buffer(),
@@ -879,7 +904,7 @@ pub fn ce_backward_into(
             grads.x.buffer(),
         ],
         Some(&p),
-        grid(gpu, (geo.groups * chunks) as u32),
+        groups,
     )
 }
 
