@@ -8,6 +8,18 @@ use std::{env, fs, path::Path};
 /// The line that marks a shader with a vec4 variant, and what replaces it there.
 const SCALAR_ALIAS: &str = "alias Elem = f32;";
 const VEC4_ALIAS: &str = "alias Elem = vec4<f32>;";
+/// Lines of the scalar form that the vec4 variant replaces too: the helpers `total` (the
+/// sum of an Elem's lanes) and `first` (its first lane), for shaders that reduce Elems.
+const VEC4_HELPERS: [(&str, &str); 2] = [
+    (
+        "fn total(v: Elem) -> f32 {\n    return v;\n}",
+        "fn total(v: Elem) -> f32 {\n    return v.x + v.y + v.z + v.w;\n}",
+    ),
+    (
+        "fn first(v: Elem) -> f32 {\n    return v;\n}",
+        "fn first(v: Elem) -> f32 {\n    return v.x;\n}",
+    ),
+];
 
 fn main() {
     let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("shaders");
@@ -34,7 +46,10 @@ fn main() {
         // A shader written over `alias Elem = f32;` also gets a variant STEM4 over vec4s.
         let source = fs::read_to_string(path).expect("read shader");
         if source.lines().any(|l| l.trim() == SCALAR_ALIAS) {
-            let vec4 = source.replace(SCALAR_ALIAS, VEC4_ALIAS);
+            let mut vec4 = source.replace(SCALAR_ALIAS, VEC4_ALIAS);
+            for (scalar, vector) in VEC4_HELPERS {
+                vec4 = vec4.replace(scalar, vector);
+            }
             let variant = out_dir.join(format!("{stem}4.wgsl"));
             fs::write(&variant, vec4).expect("write shader variant");
             table.push_str(&format!(

@@ -18,9 +18,25 @@
 // far the channel's mean lies from zero (raw moments, E[xxᵀ] − x̄x̄ᵀ, would cancel
 // (1 + x̄²/σ²)-fold).
 //
-// x, dy:    [N, C, H·W] row-major (the forward pass binds x twice and reads no dy)
+// Positions are taken an Elem at a time: Elem is f32 here and vec4<f32>, 4 consecutive
+// positions, in the variant ce_stats4 (build.rs) that the host uses when H·W is a multiple
+// of 4 (slices then hold whole vec4s); each vec4 load then moves 4 values and every sum
+// runs over 4 positions at once until `total` adds its lanes.
+//
+// x, dy:    [N, C, H·W] row-major, as Elems (the forward pass binds x twice, reads no dy)
 // partials: [N, G, S, d + d²]: per unit d means (forward) or row sums of dY (backward),
 //           then the d×d matrix, row-major
+
+alias Elem = f32;
+
+// The sum of an Elem's lanes, and its first lane.
+fn total(v: Elem) -> f32 {
+    return v;
+}
+
+fn first(v: Elem) -> f32 {
+    return v;
+}
 
 // Uniform parameters shared by every CE kernel (`Params` in src/kernels/ce.rs).
 struct Params {
@@ -44,30 +60,32 @@ struct Params {
     ln_eps: f32,      // layer-norm epsilon of the reweighting MLP
     block_samples: u32, // samples per block of the combine passes
     blocks: u32,      // blocks per group, ceil(N / block_samples)
+    hw_elems: u32,    // Elems per plane, H·W or H·W / 4
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
+@group(0) @binding(1) var<storage, read> dy: array<Elem>;
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
 // The group size d (p.d), fixed per pipeline so that loops over channels unroll.
 override D: u32 = 16u;
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 // 4×4 blocks per side of the d×d matrix, blocks, and threads per block.
 override NB: u32 = (D + 3u) / 4u;
 override BLOCKS: u32 = NB * NB;
 override LANES: u32 = WG / BLOCKS;
 
-var<workgroup> red: array<f32, 2048>;   // up to 8 sums of each of the 256 threads
+var<workgroup> red: array<f32, 512>;    // up to 8 sums of each of the 64 threads
 var<workgroup> row_sum: array<f32, 16>; // forward: Σ (x_i − x_0,i) over the slice
 
 // Where a (sample, group, slice) unit's positions lie.
 struct Unit {
     index: u32,
-    base: u32, // the group's first channel at position 0
-    hw0: u32,  // the slice's positions hw0..hw1
-    hw1: u32,
+    base: u32,  // the group's first channel at position 0, in Elems
+    e0: u32,    // the slice's Elems e0..e1
+    e1: u32,
+    count: f32, // the slice's positions
 }
 
 fn unit_of(wid: vec3<u32>, nwg: vec3<u32>) -> Unit {
@@ -76,30 +94,69 @@ fn unit_of(wid: vec3<u32>, nwg: vec3<u32>) -> Unit {
     let g = (unit / p.slices) % p.groups;
     let n = unit / (p.slices * p.groups);
     let hw0 = s * p.slice_len;
-    return Unit(unit, (n * p.c + g * D) * p.hw, hw0, min(hw0 + p.slice_len, p.hw));
+    let hw1 = min(hw0 + p.slice_len, p.hw);
+    let per_elem = p.hw / p.hw_elems;
+    return Unit(unit, (n * p.c + g * D) * p.hw_elems, hw0 / per_elem, hw1 / per_elem,
+                f32(hw1 - hw0));
 }
 
-// Channels row0..row0 + 3 of the group at position j of dy (from_dy) or x, zero past the
-// group's d channels. Written out: a software rasteriser would index the vector lane by
-// lane in a loop.
-fn quad(from_dy: bool, base: u32, row0: u32, j: u32) -> vec4<f32> {
-    let at = base + row0 * p.hw + j;
-    return vec4<f32>(
+// Four channels of the group at one Elem of positions.
+struct Quad {
+    r0: Elem,
+    r1: Elem,
+    r2: Elem,
+    r3: Elem,
+}
+
+// Channels row0..row0 + 3 of the group at Elem j of dy (from_dy) or x, zero past the
+// group's d channels. Written out: a software rasteriser would index lane by lane in a loop.
+fn quad(from_dy: bool, base: u32, row0: u32, j: u32) -> Quad {
+    let at = base + row0 * p.hw_elems + j;
+    return Quad(
         channel(from_dy, row0 < D, at),
-        channel(from_dy, row0 + 1u < D, at + p.hw),
-        channel(from_dy, row0 + 2u < D, at + 2u * p.hw),
-        channel(from_dy, row0 + 3u < D, at + 3u * p.hw),
+        channel(from_dy, row0 + 1u < D, at + p.hw_elems),
+        channel(from_dy, row0 + 2u < D, at + 2u * p.hw_elems),
+        channel(from_dy, row0 + 3u < D, at + 3u * p.hw_elems),
     );
 }
 
-fn channel(from_dy: bool, inside: bool, at: u32) -> f32 {
+fn channel(from_dy: bool, inside: bool, at: u32) -> Elem {
     if (!inside) {
-        return 0.0;
+        return Elem(0.0);
     }
     if (from_dy) {
         return dy[at];
     }
     return x[at];
+}
+
+// The 4×4 block of products a·bᵀ, summed into acc (row-major).
+fn add_outer(acc: ptr<function, array<Elem, 16>>, a: Quad, b: Quad) {
+    (*acc)[0] += a.r0 * b.r0;
+    (*acc)[1] += a.r0 * b.r1;
+    (*acc)[2] += a.r0 * b.r2;
+    (*acc)[3] += a.r0 * b.r3;
+    (*acc)[4] += a.r1 * b.r0;
+    (*acc)[5] += a.r1 * b.r1;
+    (*acc)[6] += a.r1 * b.r2;
+    (*acc)[7] += a.r1 * b.r3;
+    (*acc)[8] += a.r2 * b.r0;
+    (*acc)[9] += a.r2 * b.r1;
+    (*acc)[10] += a.r2 * b.r2;
+    (*acc)[11] += a.r2 * b.r3;
+    (*acc)[12] += a.r3 * b.r0;
+    (*acc)[13] += a.r3 * b.r1;
+    (*acc)[14] += a.r3 * b.r2;
+    (*acc)[15] += a.r3 * b.r3;
+}
+
+fn add_quads(a: Quad, b: Quad) -> Quad {
+    return Quad(a.r0 + b.r0, a.r1 + b.r1, a.r2 + b.r2, a.r3 + b.r3);
+}
+
+// Each row of q minus the matching lane of shift.
+fn shifted(q: Quad, shift: vec4<f32>) -> Quad {
+    return Quad(q.r0 - shift.x, q.r1 - shift.y, q.r2 - shift.z, q.r3 - shift.w);
 }
 
 // The total over the LANES threads of block b of sum c (of `width` per thread) in red.
@@ -111,34 +168,48 @@ fn red_total(b: u32, c: u32, width: u32) -> f32 {
     return total;
 }
 
-// Sums the threads' 4×4 blocks acc over the lanes of each block and writes matrix entry
-// (i, k) to partials[out + D + i·D + k] as the total minus correction(i, k): two rows of
-// every block at a time, through red. Every thread of the workgroup must call it.
-fn write_blocks(acc: array<vec4<f32>, 4>, lid: u32, out: u32, centre: bool, count: f32) {
+// Sums the threads' 4×4 blocks acc (row-major, lanes added by `total`) over the lanes of
+// each block and writes matrix entry (i, k) to partials[out + D + i·D + k], minus
+// row_sum[i]·row_sum[k]/count when centre is set: two rows of every block at a time,
+// through red. Every thread of the workgroup must call it.
+fn write_blocks(acc: array<Elem, 16>, lid: u32, out: u32, centre: bool, count: f32) {
     for (var half = 0u; half < 2u; half += 1u) {
-        for (var c = 0u; c < 4u; c += 1u) {
-            red[lid * 8u + c] = acc[2u * half][c];
-            red[lid * 8u + 4u + c] = acc[2u * half + 1u][c];
-        }
+        let r = 8u * half;
+        red[lid * 8u] = total(acc[r]);
+        red[lid * 8u + 1u] = total(acc[r + 1u]);
+        red[lid * 8u + 2u] = total(acc[r + 2u]);
+        red[lid * 8u + 3u] = total(acc[r + 3u]);
+        red[lid * 8u + 4u] = total(acc[r + 4u]);
+        red[lid * 8u + 5u] = total(acc[r + 5u]);
+        red[lid * 8u + 6u] = total(acc[r + 6u]);
+        red[lid * 8u + 7u] = total(acc[r + 7u]);
         workgroupBarrier();
-        if (lid < BLOCKS * 8u) {
-            let bt = lid / 8u;
-            let c = lid % 8u;
+        for (var t = lid; t < BLOCKS * 8u; t += WG) {
+            let bt = t / 8u;
+            let c = t % 8u;
             let i = 4u * (bt / NB) + 2u * half + c / 4u;
             let k = 4u * (bt % NB) + c % 4u;
             if (i < D && k < D) {
-                var total = red_total(bt, c, 8u);
+                var sum = red_total(bt, c, 8u);
                 if (centre) {
-                    total -= row_sum[i] * row_sum[k] / count;
+                    sum -= row_sum[i] * row_sum[k] / count;
                 }
-                partials[out + D + i * D + k] = total;
+                partials[out + D + i * D + k] = sum;
             }
         }
         workgroupBarrier();
     }
 }
 
-@compute @workgroup_size(256)
+// Writes the 4 row sums of q (lanes added) to red for the thread lid.
+fn stage_rows(lid: u32, q: Quad) {
+    red[lid * 4u] = total(q.r0);
+    red[lid * 4u + 1u] = total(q.r1);
+    red[lid * 4u + 2u] = total(q.r2);
+    red[lid * 4u + 3u] = total(q.r3);
+}
+
+@compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(local_invocation_index) lid: u32,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -152,27 +223,22 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     let b = blk % NB;
 
     // Every sum is taken of values shifted by the slice's first position, x_0.
-    let count = f32(u.hw1 - u.hw0);
-    var acc: array<vec4<f32>, 4>;
-    var sum_a = vec4<f32>();
+    var acc: array<Elem, 16>;
+    let zero = Elem(0.0);
+    var sum_a = Quad(zero, zero, zero, zero);
     if (blk < BLOCKS && (p.training == 1u || a == b)) {
-        let shift_a = quad(false, u.base, 4u * a, u.hw0);
-        let shift_b = quad(false, u.base, 4u * b, u.hw0);
-        for (var j = u.hw0 + q; j < u.hw1; j += LANES) {
-            let xa = quad(false, u.base, 4u * a, j) - shift_a;
-            let xb = quad(false, u.base, 4u * b, j) - shift_b;
-            acc[0] += xa.x * xb;
-            acc[1] += xa.y * xb;
-            acc[2] += xa.z * xb;
-            acc[3] += xa.w * xb;
-            sum_a += xa;
+        let shift_a = first_values(u, 4u * a);
+        let shift_b = first_values(u, 4u * b);
+        for (var j = u.e0 + q; j < u.e1; j += LANES) {
+            let xa = shifted(quad(false, u.base, 4u * a, j), shift_a);
+            let xb = shifted(quad(false, u.base, 4u * b, j), shift_b);
+            add_outer(&acc, xa, xb);
+            sum_a = add_quads(sum_a, xa);
         }
     }
 
     // Row sums of x − x_0, from the diagonal blocks.
-    for (var c = 0u; c < 4u; c += 1u) {
-        red[lid * 4u + c] = sum_a[c];
-    }
+    stage_rows(lid, sum_a);
     workgroupBarrier();
     if (lid < D) {
         row_sum[lid] = red_total((lid / 4u) * (NB + 1u), lid % 4u, 4u);
@@ -180,12 +246,19 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
     let out = u.index * (D + D * D);
     if (lid < D) {
-        partials[out + lid] = x[u.base + lid * p.hw + u.hw0] + row_sum[lid] / count;
+        let x0 = first(x[u.base + lid * p.hw_elems + u.e0]);
+        partials[out + lid] = x0 + row_sum[lid] / u.count;
     }
-    write_blocks(acc, lid, out, true, count);
+    write_blocks(acc, lid, out, true, u.count);
 }
 
-@compute @workgroup_size(256)
+// x_0 of channels row0..row0 + 3 (zero past d): the slice's first position.
+fn first_values(u: Unit, row0: u32) -> vec4<f32> {
+    let q = quad(false, u.base, row0, u.e0);
+    return vec4<f32>(first(q.r0), first(q.r1), first(q.r2), first(q.r3));
+}
+
+@compute @workgroup_size(64)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -198,25 +271,20 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     let a = blk / NB;
     let b = blk % NB;
 
-    var acc: array<vec4<f32>, 4>;
-    var sum_a = vec4<f32>();
+    var acc: array<Elem, 16>;
+    let zero = Elem(0.0);
+    var sum_a = Quad(zero, zero, zero, zero);
     if (blk < BLOCKS) {
-        for (var j = u.hw0 + q; j < u.hw1; j += LANES) {
+        for (var j = u.e0 + q; j < u.e1; j += LANES) {
             let ga = quad(true, u.base, 4u * a, j);
-            let xb = quad(false, u.base, 4u * b, j);
-            acc[0] += ga.x * xb;
-            acc[1] += ga.y * xb;
-            acc[2] += ga.z * xb;
-            acc[3] += ga.w * xb;
-            sum_a += ga;
+            add_outer(&acc, ga, quad(false, u.base, 4u * b, j));
+            sum_a = add_quads(sum_a, ga);
         }
     }
 
     // Row sums of dY, from the blocks of column 0.
     let out = u.index * (D + D * D);
-    for (var c = 0u; c < 4u; c += 1u) {
-        red[lid * 4u + c] = sum_a[c];
-    }
+    stage_rows(lid, sum_a);
     workgroupBarrier();
     if (lid < D) {
         partials[out + lid] = red_total((lid / 4u) * NB, lid % 4u, 4u);

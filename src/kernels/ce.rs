@@ -347,7 +347,11 @@ impl CeState {
         let (d, groups) = (self.group_size, self.groups());
         let wanted = TARGET_WORKGROUPS.div_ceil(n * groups);
         let slices = wanted.min(hw / MIN_SLICE).max(1);
-        let slice_len = hw.div_ceil(slices);
+        let mut slice_len = hw.div_ceil(slices);
+        if hw.is_multiple_of(4) {
+            // Whole vec4s per slice for the statistics' vec4 variant.
+            slice_len = slice_len.next_multiple_of(4);
+        }
         let slices = hw.div_ceil(slice_len);
         let block_samples = (COMBINE_UNITS / slices).max(1);
         Ok(CeGeometry {
@@ -615,9 +619,16 @@ fn per_element_pass(
     (spec, p, grid(gpu, (geo.groups * chunks) as u32))
 }
 
-/// An entry point of `ce_stats.wgsl`, specialised for the group size `d`.
-fn stats_kernel(entry: &'static str, d: usize) -> KernelSpec {
-    KernelSpec::new("ce_stats", entry, &[R, R, RW, U]).with("D", d as f64)
+/// An entry point of `ce_stats.wgsl`, specialised for the group size `d`, in its vec4
+/// variant `ce_stats4` when H·W is a multiple of 4 (then `p.hw_elems` counts vec4s).
+fn stats_kernel(entry: &'static str, geo: &CeGeometry, p: &mut Params) -> KernelSpec {
+    let shader = if geo.hw().is_multiple_of(4) {
+        p.hw_elems = (geo.hw() / 4) as u32;
+        "ce_stats4"
+    } else {
+        "ce_stats"
+    };
+    KernelSpec::new(shader, entry, &[R, R, RW, U]).with("D", geo.d as f64)
 }
 
 fn check_saved(state: &CeState, x: &Tensor, saved: &CeSaved) -> Result<CeGeometry> {
@@ -645,10 +656,11 @@ fn record_reweight(
     p: &Params,
 ) -> Result<()> {
     let geo = saved.geometry;
+    let mut stats_params = *p;
     rec.dispatch(
-        &stats_kernel("forward", geo.d),
+        &stats_kernel("forward", &geo, &mut stats_params),
         &[x.buffer(), x.buffer(), saved.partials.buffer()],
-        Some(p),
+        Some(&stats_params),
         grid(rec.gpu(), geo.units() as u32),
     )?;
     rec.dispatch(
@@ -819,10 +831,11 @@ pub fn ce_backward_into(
 
     let p = params(&geo, &state.options, CeMode::Training);
     let gpu = rec.gpu();
+    let mut stats_params = p;
     rec.dispatch(
-        &stats_kernel("backward", geo.d),
+        &stats_kernel("backward", &geo, &mut stats_params),
         &[x.buffer(), dy.buffer(), saved.partials.buffer()],
-        Some(&p),
+        Some(&stats_params),
         grid(gpu, geo.units() as u32),
     )?;
     rec.dispatch(
