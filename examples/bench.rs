@@ -14,7 +14,8 @@
 //! compiles the pipelines, and the median of several runs is reported. Training steps run in
 //! a fresh process each (this program started again with `--train-entry`), so the first
 //! step's time counts from that process's start and includes opening the device and
-//! compiling every pipeline. Throughput is the mean over back-to-back steps after the first.
+//! compiling every pipeline. Throughput is the batch over the median time of the steps after
+//! the first (three, one with `--quick`), each waited for and timed alone.
 //! Speeds are only compared within one run: the table reports ratios to the matmul.
 //!
 //!     cargo run --release --example bench -- --profile MODEL BATCH
@@ -159,7 +160,7 @@ fn run(options: &Options) -> BenchResult<()> {
     }
     let mut steps = Vec::new();
     for (model, batch) in entries {
-        let timed = if batch >= 128 || options.quick { 1 } else { 3 };
+        let timed = if options.quick { 1 } else { 3 };
         progress(&format!(
             "{model} batch {batch}: training steps in a fresh process"
         ));
@@ -550,12 +551,17 @@ fn train_entry_main(args: &[String]) -> BenchResult<()> {
         "{model} batch {batch}: first step done, timing {steps} more"
     ));
 
-    let start = Instant::now();
+    // Each step is waited for and timed alone; the median step stands for the run, so a
+    // burst of load from elsewhere on a shared machine moves it less than it would a mean.
+    let mut step_s = Vec::with_capacity(steps);
     for _ in 0..steps {
+        let start = Instant::now();
         exec.train_step(&images, &labels, &SGD, false)?;
+        gpu.wait_idle()?;
+        step_s.push(start.elapsed().as_secs_f64());
     }
-    gpu.wait_idle()?;
-    let seconds = start.elapsed().as_secs_f64();
+    step_s.sort_by(f64::total_cmp);
+    let median_s = step_s[step_s.len() / 2];
 
     let (planned, live) = exec.memory(batch, Mode::Train).ok_or("no compiled step")?;
     let dispatches = exec
@@ -565,7 +571,7 @@ fn train_entry_main(args: &[String]) -> BenchResult<()> {
         "train-entry first_step_s={first_step_s} img_per_s={} steps_timed={steps} \
          dispatches_per_step={dispatches} planned_peak_bytes={planned} live_bound_bytes={live} \
          pipelines_compiled={}",
-        (steps * batch) as f64 / seconds,
+        batch as f64 / median_s,
         gpu.pipelines_compiled()
     );
     Ok(())
