@@ -26,8 +26,12 @@ What it does:
 With --check it exits with status 1 when a tensor's update differs from PyTorch's float64
 one by more than max(UPDATE_FACTOR × PyTorch's own float32 difference, UPDATE_FLOOR). A
 wrong formula shows as differences of order 1; float32 summation order alone gives a few
-times PyTorch's float32 difference, and up to several per cent on the CE gate θ
-(`x_weight`), whose gradient sums over every element of the block with cancellation.
+times PyTorch's float32 difference. The CE gates θ (`x_weight`) are the exception: each
+gradient sums λ(1 − λ)·dY·(y_bd − y_ar) over every element of its block with heavy
+cancellation, so any float32 implementation's error on it is a draw of rounding noise that
+varies from layer to layer (PyTorch's own float32 run is off by 1e-4 on one gate and by
+8e-2 on another). For them the float32 scale is the largest PyTorch float32 difference over
+all the gates, not the one draw for that gate.
 """
 import argparse
 import math
@@ -44,6 +48,12 @@ from safetensors.torch import load_file, save_file
 
 UPDATE_FACTOR = 4.0
 UPDATE_FLOOR = 0.1
+
+
+def is_gate(name):
+    """A CE gate θ, whose float32 scale is taken over all the gates (see the docstring)."""
+    return name.split(".")[-2:] == ["ce", "x_weight"]
+
 
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
@@ -265,6 +275,13 @@ def main():
     # Weights: max |cenet - torch64| / max |torch64|. Updates: the same for the change from
     # the initial weights, which isolates the two steps' arithmetic; PyTorch's own float32
     # run shows how much of that any float32 implementation differs by.
+    def torch_f32_update(name):
+        delta = reference[name] - initial[name]
+        return rel(single[name] - initial[name], delta, delta.abs().max().item())
+
+    gate_noise = max((torch_f32_update(n) for n in reference if is_gate(n)),
+                     default=0.0)
+
     print(f"\n{'tensor':<40} {'weights':>10} {'update':>10} {'torch f32':>10}")
     worst = {"weights": (0.0, None), "update": (0.0, None), "torch f32": (0.0, None)}
     beyond = []
@@ -280,8 +297,9 @@ def main():
             "torch f32": rel(single[name] - initial[name], delta, scale),
         }
         print(f"{name:<40} {row['weights']:10.2e} {row['update']:10.2e} {row['torch f32']:10.2e}")
-        if row["update"] > max(UPDATE_FACTOR * row["torch f32"], UPDATE_FLOOR):
-            beyond.append(f"{name} ({row['update']:.2e}, PyTorch float32 {row['torch f32']:.2e})")
+        noise = gate_noise if is_gate(name) else row["torch f32"]
+        if row["update"] > max(UPDATE_FACTOR * noise, UPDATE_FLOOR):
+            beyond.append(f"{name} ({row['update']:.2e}, PyTorch float32 {noise:.2e})")
         for key, value in row.items():
             if value > worst[key][0]:
                 worst[key] = (value, name)
@@ -291,7 +309,8 @@ def main():
                  "torch f32": "PyTorch float32 update"}[key]
         print(f"  {label:<24} {value:.3e}  ({name})")
     print(f"work folder: {work}")
-    bound = f"max({UPDATE_FACTOR:g} × PyTorch float32, {UPDATE_FLOOR:g})"
+    bound = (f"max({UPDATE_FACTOR:g} × PyTorch float32, {UPDATE_FLOOR:g}); for the CE gates "
+             f"PyTorch float32 is their largest, {gate_noise:.2e}")
     if beyond:
         print(f"FAIL: {len(beyond)} updates differ by more than {bound}: {', '.join(beyond)}")
         if args.check:
