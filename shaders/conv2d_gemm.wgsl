@@ -313,24 +313,11 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
 
     for (var k0 = k_begin; k0 < k_end; k0 += bk) {
         let ka = k0 + a_k;
-        let a_at = a_column(mode, ka);
         for (var g = lid / bk; g < quads_m; g += THREADS / bk) {
             let row = row0 + 4u * g;
             var v = vec4<f32>();
             if (ka < k_end) {
-                let m = params.m;
-                if (row < m) {
-                    v.x = a_src[a_at.x + row * a_at.y];
-                }
-                if (row + 1u < m) {
-                    v.y = a_src[a_at.x + (row + 1u) * a_at.y];
-                }
-                if (row + 2u < m) {
-                    v.z = a_src[a_at.x + (row + 2u) * a_at.y];
-                }
-                if (row + 3u < m) {
-                    v.w = a_src[a_at.x + (row + 3u) * a_at.y];
-                }
+                v = a_quad(mode, ka, row);
             }
             a_tile[a_k * (quads_m + 1u) + g] = v;
         }
@@ -408,131 +395,161 @@ fn gemm_narrow(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         return;
     }
     let k_end = params.k;
-    let m = params.m;
 
     // Stage A: 4 row quads per column k, zero past row m.
     for (var t = lid; t < k_end * 4u; t += THREADS) {
-        let k = t / 4u;
-        let row = 4u * (t % 4u);
-        let at = a_column(mode, k);
-        var v = vec4<f32>();
-        for (var r = 0u; r < 4u; r += 1u) {
-            if (row + r < m) {
-                v[r] = a_src[at.x + (row + r) * at.y];
-            }
-        }
-        a_all[t] = v;
+        a_all[t] = a_quad(mode, t / 4u, 4u * (t % 4u));
     }
     workgroupBarrier();
 
     let col0 = (tile * THREADS + lid) * NARROW_COLS;
-    let last = params.n - 1u;
-    // Written out by hand: a software rasteriser indexes private arrays lane by lane.
-    let c0 = b_col(mode, min(col0 + 0u, last));
-    let c1 = b_col(mode, min(col0 + 1u, last));
-    let c2 = b_col(mode, min(col0 + 2u, last));
-    let c3 = b_col(mode, min(col0 + 3u, last));
-    let c4 = b_col(mode, min(col0 + 4u, last));
-    let c5 = b_col(mode, min(col0 + 5u, last));
-    let c6 = b_col(mode, min(col0 + 6u, last));
-    let c7 = b_col(mode, min(col0 + 7u, last));
-    var acc00 = vec4<f32>();
-    var acc01 = vec4<f32>();
-    var acc02 = vec4<f32>();
-    var acc03 = vec4<f32>();
-    var acc04 = vec4<f32>();
-    var acc05 = vec4<f32>();
-    var acc06 = vec4<f32>();
-    var acc07 = vec4<f32>();
-    var acc10 = vec4<f32>();
-    var acc11 = vec4<f32>();
-    var acc12 = vec4<f32>();
-    var acc13 = vec4<f32>();
-    var acc14 = vec4<f32>();
-    var acc15 = vec4<f32>();
-    var acc16 = vec4<f32>();
-    var acc17 = vec4<f32>();
-    var acc20 = vec4<f32>();
-    var acc21 = vec4<f32>();
-    var acc22 = vec4<f32>();
-    var acc23 = vec4<f32>();
-    var acc24 = vec4<f32>();
-    var acc25 = vec4<f32>();
-    var acc26 = vec4<f32>();
-    var acc27 = vec4<f32>();
-    var acc30 = vec4<f32>();
-    var acc31 = vec4<f32>();
-    var acc32 = vec4<f32>();
-    var acc33 = vec4<f32>();
-    var acc34 = vec4<f32>();
-    var acc35 = vec4<f32>();
-    var acc36 = vec4<f32>();
-    var acc37 = vec4<f32>();
+    let cols = narrow_cols(mode, col0);
+    var acc: NarrowAcc;
     for (var k = 0u; k < k_end; k += 1u) {
-        let row = b_row(mode, k);
-        let b0 = b_value(mode, c0, row);
-        let b1 = b_value(mode, c1, row);
-        let b2 = b_value(mode, c2, row);
-        let b3 = b_value(mode, c3, row);
-        let b4 = b_value(mode, c4, row);
-        let b5 = b_value(mode, c5, row);
-        let b6 = b_value(mode, c6, row);
-        let b7 = b_value(mode, c7, row);
-        let a0 = a_all[k * 4u + 0u];
-        let a1 = a_all[k * 4u + 1u];
-        let a2 = a_all[k * 4u + 2u];
-        let a3 = a_all[k * 4u + 3u];
-        acc00 += a0 * b0;
-        acc01 += a0 * b1;
-        acc02 += a0 * b2;
-        acc03 += a0 * b3;
-        acc04 += a0 * b4;
-        acc05 += a0 * b5;
-        acc06 += a0 * b6;
-        acc07 += a0 * b7;
-        acc10 += a1 * b0;
-        acc11 += a1 * b1;
-        acc12 += a1 * b2;
-        acc13 += a1 * b3;
-        acc14 += a1 * b4;
-        acc15 += a1 * b5;
-        acc16 += a1 * b6;
-        acc17 += a1 * b7;
-        acc20 += a2 * b0;
-        acc21 += a2 * b1;
-        acc22 += a2 * b2;
-        acc23 += a2 * b3;
-        acc24 += a2 * b4;
-        acc25 += a2 * b5;
-        acc26 += a2 * b6;
-        acc27 += a2 * b7;
-        acc30 += a3 * b0;
-        acc31 += a3 * b1;
-        acc32 += a3 * b2;
-        acc33 += a3 * b3;
-        acc34 += a3 * b4;
-        acc35 += a3 * b5;
-        acc36 += a3 * b6;
-        acc37 += a3 * b7;
+        let b = narrow_gather(mode, cols, b_row(mode, k));
+        let at = k * 4u;
+        narrow_fma(&acc, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
     }
+    narrow_store(mode, col0, 0u, acc);
+}
 
-    store_narrow(mode, col0 + 0u, acc00, acc10, acc20, acc30);
-    store_narrow(mode, col0 + 1u, acc01, acc11, acc21, acc31);
-    store_narrow(mode, col0 + 2u, acc02, acc12, acc22, acc32);
-    store_narrow(mode, col0 + 3u, acc03, acc13, acc23, acc33);
-    store_narrow(mode, col0 + 4u, acc04, acc14, acc24, acc34);
-    store_narrow(mode, col0 + 5u, acc05, acc15, acc25, acc35);
-    store_narrow(mode, col0 + 6u, acc06, acc16, acc26, acc36);
-    store_narrow(mode, col0 + 7u, acc07, acc17, acc27, acc37);
+// Rows row..row + 3 of column k of A, zero past row m.
+fn a_quad(mode: u32, k: u32, row: u32) -> vec4<f32> {
+    let at = a_column(mode, k);
+    let m = params.m;
+    var v = vec4<f32>();
+    if (row < m) {
+        v.x = a_src[at.x + row * at.y];
+    }
+    if (row + 1u < m) {
+        v.y = a_src[at.x + (row + 1u) * at.y];
+    }
+    if (row + 2u < m) {
+        v.z = a_src[at.x + (row + 2u) * at.y];
+    }
+    if (row + 3u < m) {
+        v.w = a_src[at.x + (row + 3u) * at.y];
+    }
+    return v;
+}
+
+// The per-thread state of the narrow kernels, in named registers: a software rasteriser
+// would index arrays lane by lane. Column j of the thread's 8 has its decoded B column cj,
+// its gathered B value bj at the current k, and rows 4q..4q + 3 of its sums in qqj.
+struct NarrowCols {
+    c0: vec3<i32>,
+    c1: vec3<i32>,
+    c2: vec3<i32>,
+    c3: vec3<i32>,
+    c4: vec3<i32>,
+    c5: vec3<i32>,
+    c6: vec3<i32>,
+    c7: vec3<i32>,
+}
+
+struct NarrowB {
+    b0: f32,
+    b1: f32,
+    b2: f32,
+    b3: f32,
+    b4: f32,
+    b5: f32,
+    b6: f32,
+    b7: f32,
+}
+
+struct NarrowAcc {
+    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>, q04: vec4<f32>, q05: vec4<f32>, q06: vec4<f32>, q07: vec4<f32>,
+    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>, q14: vec4<f32>, q15: vec4<f32>, q16: vec4<f32>, q17: vec4<f32>,
+    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>, q24: vec4<f32>, q25: vec4<f32>, q26: vec4<f32>, q27: vec4<f32>,
+    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>, q34: vec4<f32>, q35: vec4<f32>, q36: vec4<f32>, q37: vec4<f32>,
+}
+
+// B columns col0..col0 + 7, decoded (clamped to the last column).
+fn narrow_cols(mode: u32, col0: u32) -> NarrowCols {
+    let last = params.n - 1u;
+    return NarrowCols(
+        b_col(mode, min(col0 + 0u, last)),
+        b_col(mode, min(col0 + 1u, last)),
+        b_col(mode, min(col0 + 2u, last)),
+        b_col(mode, min(col0 + 3u, last)),
+        b_col(mode, min(col0 + 4u, last)),
+        b_col(mode, min(col0 + 5u, last)),
+        b_col(mode, min(col0 + 6u, last)),
+        b_col(mode, min(col0 + 7u, last)),
+    );
+}
+
+// B[k, ·] of the 8 columns, for k decoded as row.
+fn narrow_gather(mode: u32, c: NarrowCols, row: vec3<i32>) -> NarrowB {
+    return NarrowB(
+        b_value(mode, c.c0, row),
+        b_value(mode, c.c1, row),
+        b_value(mode, c.c2, row),
+        b_value(mode, c.c3, row),
+        b_value(mode, c.c4, row),
+        b_value(mode, c.c5, row),
+        b_value(mode, c.c6, row),
+        b_value(mode, c.c7, row),
+    );
+}
+
+// acc += A[0..16, k] · B[k, 8 columns], A given as its 4 row quads.
+fn narrow_fma(acc: ptr<function, NarrowAcc>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>,
+              a3: vec4<f32>, b: NarrowB) {
+    (*acc).q00 += a0 * b.b0;
+    (*acc).q01 += a0 * b.b1;
+    (*acc).q02 += a0 * b.b2;
+    (*acc).q03 += a0 * b.b3;
+    (*acc).q04 += a0 * b.b4;
+    (*acc).q05 += a0 * b.b5;
+    (*acc).q06 += a0 * b.b6;
+    (*acc).q07 += a0 * b.b7;
+    (*acc).q10 += a1 * b.b0;
+    (*acc).q11 += a1 * b.b1;
+    (*acc).q12 += a1 * b.b2;
+    (*acc).q13 += a1 * b.b3;
+    (*acc).q14 += a1 * b.b4;
+    (*acc).q15 += a1 * b.b5;
+    (*acc).q16 += a1 * b.b6;
+    (*acc).q17 += a1 * b.b7;
+    (*acc).q20 += a2 * b.b0;
+    (*acc).q21 += a2 * b.b1;
+    (*acc).q22 += a2 * b.b2;
+    (*acc).q23 += a2 * b.b3;
+    (*acc).q24 += a2 * b.b4;
+    (*acc).q25 += a2 * b.b5;
+    (*acc).q26 += a2 * b.b6;
+    (*acc).q27 += a2 * b.b7;
+    (*acc).q30 += a3 * b.b0;
+    (*acc).q31 += a3 * b.b1;
+    (*acc).q32 += a3 * b.b2;
+    (*acc).q33 += a3 * b.b3;
+    (*acc).q34 += a3 * b.b4;
+    (*acc).q35 += a3 * b.b5;
+    (*acc).q36 += a3 * b.b6;
+    (*acc).q37 += a3 * b.b7;
+}
+
+// Writes the 8 columns from col0 of split `split` of C.
+fn narrow_store(mode: u32, col0: u32, split: u32, acc: NarrowAcc) {
+    store_narrow(mode, col0 + 0u, split, acc.q00, acc.q10, acc.q20, acc.q30);
+    store_narrow(mode, col0 + 1u, split, acc.q01, acc.q11, acc.q21, acc.q31);
+    store_narrow(mode, col0 + 2u, split, acc.q02, acc.q12, acc.q22, acc.q32);
+    store_narrow(mode, col0 + 3u, split, acc.q03, acc.q13, acc.q23, acc.q33);
+    store_narrow(mode, col0 + 4u, split, acc.q04, acc.q14, acc.q24, acc.q34);
+    store_narrow(mode, col0 + 5u, split, acc.q05, acc.q15, acc.q25, acc.q35);
+    store_narrow(mode, col0 + 6u, split, acc.q06, acc.q16, acc.q26, acc.q36);
+    store_narrow(mode, col0 + 7u, split, acc.q07, acc.q17, acc.q27, acc.q37);
 }
 
 // Writes rows 0..m − 1 of column col of C, given as 4 row quads.
-fn store_narrow(mode: u32, col: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>,
+fn store_narrow(mode: u32, col: u32, split: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>,
                 q3: vec4<f32>) {
     if (col >= params.n) {
         return;
     }
-    let at = c_column(mode, col, 0u);
+    let at = c_column(mode, col, split);
     let step = c_step(mode);
     for (var row = 0u; row < params.m; row += 1u) {
         var v = q0[row % 4u];
@@ -548,6 +565,62 @@ fn store_narrow(mode: u32, col: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>
         }
         out[at + row * step] = v;
     }
+}
+
+// The weight gradient's narrow form, for M ≤ 16 and N ≤ 512: each thread computes all M
+// rows for 8 columns over one slice of K, as the forward narrow kernel does. A workgroup
+// serves SUB = 64 / ⌈N/8⌉ consecutive slices at once (thread t: columns 8·(t mod ⌈N/8⌉),
+// slice t / ⌈N/8⌉), staging each slice's A (dY) a chunk of K at a time in a_all:
+// a_all[(s·chunk + kk)·4 + q] = rows 4q..4q + 3 of A at column k0 + kk of slice s.
+fn weight_narrow(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
+    let mode = BACKWARD_WEIGHT;
+    let group = wid.y * groups.x + wid.x;
+    let col_threads = (params.n + NARROW_COLS - 1u) / NARROW_COLS;
+    let sub = THREADS / col_threads;
+    let chunk = 256u / sub;
+    let slices = (params.k + params.k_per_split - 1u) / params.k_per_split;
+    let s = lid / col_threads;
+    let split = group * sub + s;
+    let works = s < sub && split < slices;
+    let col0 = (lid % col_threads) * NARROW_COLS;
+    let cols = narrow_cols(mode, col0);
+    var acc: NarrowAcc;
+    for (var k0 = 0u; k0 < params.k_per_split; k0 += chunk) {
+        // Stage A for every slice of the workgroup: sub·chunk columns of 4 row quads.
+        for (var t = lid; t < sub * chunk * 4u; t += THREADS) {
+            let ss = t / (chunk * 4u);
+            let kk = (t / 4u) % chunk;
+            let row = 4u * (t % 4u);
+            let split_t = group * sub + ss;
+            let k = split_t * params.k_per_split + k0 + kk;
+            var v = vec4<f32>();
+            if (k0 + kk < params.k_per_split && k < params.k) {
+                v = a_quad(mode, k, row);
+            }
+            a_all[t] = v;
+        }
+        workgroupBarrier();
+        if (works) {
+            let k_base = split * params.k_per_split + k0;
+            let kk_end = min(chunk, min(params.k_per_split - k0, params.k - min(k_base, params.k)));
+            for (var kk = 0u; kk < kk_end; kk += 1u) {
+                let b = narrow_gather(mode, cols, b_row(mode, k_base + kk));
+                let at = (s * chunk + kk) * 4u;
+                narrow_fma(&acc, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (works) {
+        narrow_store(mode, col0, split, acc);
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward_weight_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32,
+                          @builtin(num_workgroups) groups: vec3<u32>) {
+    weight_narrow(wid, lid, groups);
 }
 
 @compute @workgroup_size(64)

@@ -307,6 +307,8 @@ const REDUCTION_CHUNK: usize = 16 * WORKGROUP;
 const NARROW_M: usize = 16;
 const NARROW_K: usize = 256;
 const NARROW_TILE_N: usize = 512;
+/// Largest N of the narrow weight-gradient kernel: at least one 8-column block per thread.
+const NARROW_WEIGHT_N: usize = 512;
 
 /// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
 #[derive(Clone, Copy)]
@@ -374,6 +376,42 @@ fn record_gemm(
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
     rec.dispatch(&spec, &buffers, Some(&params), groups)
+}
+
+/// Records the weight gradient of `g` with `backward_weight_narrow` (M ≤ 16, N ≤ 512),
+/// which serves 64 / ⌈N/8⌉ slices of K per workgroup.
+fn record_weight_narrow(
+    rec: &mut Recorder,
+    g: &Geometry,
+    positions: usize,
+    dw: &Tensor,
+    [x, dy]: [&Tensor; 2],
+) -> Result<()> {
+    let (m, n) = (g.out_channels, g.in_channels * g.taps());
+    let per_group = 64 / n.div_ceil(8);
+    let wanted = (TARGET_WORKGROUPS * per_group).min(positions.div_ceil(MIN_SPLIT_K));
+    let [splits, k_per_split] =
+        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, 1);
+    let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
+    let params = GemmParams {
+        m: m as u32,
+        n: n as u32,
+        k: positions as u32,
+        k_per_split: k_per_split as u32,
+        ..g.gemm_params()
+    };
+    let spec = KernelSpec::new("conv2d_gemm", "backward_weight_narrow", CONV_BINDINGS);
+    let groups = grid(rec.gpu(), splits.div_ceil(per_group) as u32);
+    rec.dispatch(
+        &spec,
+        &[dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
+        Some(&params),
+        groups,
+    )?;
+    if splits > 1 {
+        record_reduce(rec, &partial, splits, dw)?;
+    }
+    Ok(())
 }
 
 /// Records `out[i] = Σ_s partial[s, i]`, with `partial` of shape [splits, out.len()].
@@ -577,6 +615,9 @@ pub fn backward_weight_into(
     // K = N·OH·OW is long and M·N = Cout·Cin·KH·KW small: split K so that enough
     // workgroups run and no thread sums too many terms.
     let (m, n) = (g.out_channels, g.in_channels * g.taps());
+    if m <= NARROW_M && n <= NARROW_WEIGHT_N {
+        return record_weight_narrow(rec, &g, positions, dw, [x, dy]);
+    }
     let (_, tile_m, tile_n) = gemm_tile(m, n);
     let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
     let wanted = TARGET_WORKGROUPS
