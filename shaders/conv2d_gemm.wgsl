@@ -533,33 +533,34 @@ fn narrow_fma(acc: ptr<function, NarrowAcc>, a0: vec4<f32>, a1: vec4<f32>, a2: v
 
 // Writes the 8 columns from col0 of split `split` of C.
 fn narrow_store(mode: u32, col0: u32, split: u32, acc: NarrowAcc) {
-    store_narrow(mode, col0 + 0u, split, acc.q00, acc.q10, acc.q20, acc.q30);
-    store_narrow(mode, col0 + 1u, split, acc.q01, acc.q11, acc.q21, acc.q31);
-    store_narrow(mode, col0 + 2u, split, acc.q02, acc.q12, acc.q22, acc.q32);
-    store_narrow(mode, col0 + 3u, split, acc.q03, acc.q13, acc.q23, acc.q33);
-    store_narrow(mode, col0 + 4u, split, acc.q04, acc.q14, acc.q24, acc.q34);
-    store_narrow(mode, col0 + 5u, split, acc.q05, acc.q15, acc.q25, acc.q35);
-    store_narrow(mode, col0 + 6u, split, acc.q06, acc.q16, acc.q26, acc.q36);
-    store_narrow(mode, col0 + 7u, split, acc.q07, acc.q17, acc.q27, acc.q37);
+    store_narrow(mode, col0 + 0u, split, 0u, acc.q00, acc.q10, acc.q20, acc.q30);
+    store_narrow(mode, col0 + 1u, split, 0u, acc.q01, acc.q11, acc.q21, acc.q31);
+    store_narrow(mode, col0 + 2u, split, 0u, acc.q02, acc.q12, acc.q22, acc.q32);
+    store_narrow(mode, col0 + 3u, split, 0u, acc.q03, acc.q13, acc.q23, acc.q33);
+    store_narrow(mode, col0 + 4u, split, 0u, acc.q04, acc.q14, acc.q24, acc.q34);
+    store_narrow(mode, col0 + 5u, split, 0u, acc.q05, acc.q15, acc.q25, acc.q35);
+    store_narrow(mode, col0 + 6u, split, 0u, acc.q06, acc.q16, acc.q26, acc.q36);
+    store_narrow(mode, col0 + 7u, split, 0u, acc.q07, acc.q17, acc.q27, acc.q37);
 }
 
-// Writes rows 0..m − 1 of column col of C, given as 4 row quads.
-fn store_narrow(mode: u32, col: u32, split: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>,
-                q3: vec4<f32>) {
+// Writes rows row0..row0 + 15 (those below m) of column col of C, given as 4 row quads.
+fn store_narrow(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: vec4<f32>,
+                q2: vec4<f32>, q3: vec4<f32>) {
     if (col >= params.n) {
         return;
     }
     let at = c_column(mode, col, split);
     let step = c_step(mode);
-    for (var row = 0u; row < params.m; row += 1u) {
-        var v = q0[row % 4u];
-        if (row >= 12u) {
-            v = q3[row % 4u];
-        } else if (row >= 8u) {
-            v = q2[row % 4u];
-        } else if (row >= 4u) {
-            v = q1[row % 4u];
+    for (var r = 0u; r < 16u && row0 + r < params.m; r += 1u) {
+        var v = q0[r % 4u];
+        if (r >= 12u) {
+            v = q3[r % 4u];
+        } else if (r >= 8u) {
+            v = q2[r % 4u];
+        } else if (r >= 4u) {
+            v = q1[r % 4u];
         }
+        let row = row0 + r;
         if (mode == FORWARD && params.has_bias != 0u) {
             v += bias[row];
         }
@@ -621,6 +622,143 @@ fn backward_weight_narrow(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32,
                           @builtin(num_workgroups) groups: vec3<u32>) {
     weight_narrow(wid, lid, groups);
+}
+
+// The wide kernels, for M ≤ 32: each thread computes all M rows for 4 columns, A staged
+// 128 columns of K at a time. Their per-thread state, as for the narrow kernels: columns cj,
+// gathered values bj, sums of rows 4q..4q + 3 of column j in qqj.
+struct WideCols {
+    c0: vec3<i32>,
+    c1: vec3<i32>,
+    c2: vec3<i32>,
+    c3: vec3<i32>,
+}
+
+struct WideB {
+    b0: f32,
+    b1: f32,
+    b2: f32,
+    b3: f32,
+}
+
+struct WideAcc {
+    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>,
+    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>,
+    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>,
+    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>,
+    q40: vec4<f32>, q41: vec4<f32>, q42: vec4<f32>, q43: vec4<f32>,
+    q50: vec4<f32>, q51: vec4<f32>, q52: vec4<f32>, q53: vec4<f32>,
+    q60: vec4<f32>, q61: vec4<f32>, q62: vec4<f32>, q63: vec4<f32>,
+    q70: vec4<f32>, q71: vec4<f32>, q72: vec4<f32>, q73: vec4<f32>,
+}
+
+fn wide_cols(mode: u32, col0: u32) -> WideCols {
+    let last = params.n - 1u;
+    return WideCols(
+        b_col(mode, min(col0 + 0u, last)),
+        b_col(mode, min(col0 + 1u, last)),
+        b_col(mode, min(col0 + 2u, last)),
+        b_col(mode, min(col0 + 3u, last)),
+    );
+}
+
+fn wide_gather(mode: u32, c: WideCols, row: vec3<i32>) -> WideB {
+    return WideB(b_value(mode, c.c0, row), b_value(mode, c.c1, row), b_value(mode, c.c2, row), b_value(mode, c.c3, row));
+}
+
+// acc += A[0..32, k] · B[k, 4 columns], A given as its 8 row quads at a_all[at..at + 8].
+fn wide_fma(acc: ptr<function, WideAcc>, at: u32, b: WideB) {
+    let a0 = a_all[at + 0u];
+    let a1 = a_all[at + 1u];
+    let a2 = a_all[at + 2u];
+    let a3 = a_all[at + 3u];
+    let a4 = a_all[at + 4u];
+    let a5 = a_all[at + 5u];
+    let a6 = a_all[at + 6u];
+    let a7 = a_all[at + 7u];
+    (*acc).q00 += a0 * b.b0;
+    (*acc).q01 += a0 * b.b1;
+    (*acc).q02 += a0 * b.b2;
+    (*acc).q03 += a0 * b.b3;
+    (*acc).q10 += a1 * b.b0;
+    (*acc).q11 += a1 * b.b1;
+    (*acc).q12 += a1 * b.b2;
+    (*acc).q13 += a1 * b.b3;
+    (*acc).q20 += a2 * b.b0;
+    (*acc).q21 += a2 * b.b1;
+    (*acc).q22 += a2 * b.b2;
+    (*acc).q23 += a2 * b.b3;
+    (*acc).q30 += a3 * b.b0;
+    (*acc).q31 += a3 * b.b1;
+    (*acc).q32 += a3 * b.b2;
+    (*acc).q33 += a3 * b.b3;
+    (*acc).q40 += a4 * b.b0;
+    (*acc).q41 += a4 * b.b1;
+    (*acc).q42 += a4 * b.b2;
+    (*acc).q43 += a4 * b.b3;
+    (*acc).q50 += a5 * b.b0;
+    (*acc).q51 += a5 * b.b1;
+    (*acc).q52 += a5 * b.b2;
+    (*acc).q53 += a5 * b.b3;
+    (*acc).q60 += a6 * b.b0;
+    (*acc).q61 += a6 * b.b1;
+    (*acc).q62 += a6 * b.b2;
+    (*acc).q63 += a6 * b.b3;
+    (*acc).q70 += a7 * b.b0;
+    (*acc).q71 += a7 * b.b1;
+    (*acc).q72 += a7 * b.b2;
+    (*acc).q73 += a7 * b.b3;
+}
+
+fn wide_store(mode: u32, col0: u32, split: u32, acc: WideAcc) {
+    store_narrow(mode, col0 + 0u, split, 0u, acc.q00, acc.q10, acc.q20, acc.q30);
+    store_narrow(mode, col0 + 0u, split, 16u, acc.q40, acc.q50, acc.q60, acc.q70);
+    store_narrow(mode, col0 + 1u, split, 0u, acc.q01, acc.q11, acc.q21, acc.q31);
+    store_narrow(mode, col0 + 1u, split, 16u, acc.q41, acc.q51, acc.q61, acc.q71);
+    store_narrow(mode, col0 + 2u, split, 0u, acc.q02, acc.q12, acc.q22, acc.q32);
+    store_narrow(mode, col0 + 2u, split, 16u, acc.q42, acc.q52, acc.q62, acc.q72);
+    store_narrow(mode, col0 + 3u, split, 0u, acc.q03, acc.q13, acc.q23, acc.q33);
+    store_narrow(mode, col0 + 3u, split, 16u, acc.q43, acc.q53, acc.q63, acc.q73);
+}
+
+fn gemm_wide(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
+    let tile = wid.y * groups.x + wid.x;
+    if (tile >= params.tiles) {
+        return;
+    }
+    let col0 = (tile * THREADS + lid) * 4u;
+    let cols = wide_cols(mode, col0);
+    var acc: WideAcc;
+    for (var k0 = 0u; k0 < params.k; k0 += 128u) {
+        for (var t = lid; t < 1024u; t += THREADS) {
+            var v = vec4<f32>();
+            if (k0 + t / 8u < params.k) {
+                v = a_quad(mode, k0 + t / 8u, 4u * (t % 8u));
+            }
+            a_all[t] = v;
+        }
+        workgroupBarrier();
+        let kk_end = min(128u, params.k - k0);
+        for (var kk = 0u; kk < kk_end; kk += 1u) {
+            wide_fma(&acc, kk * 8u, wide_gather(mode, cols, b_row(mode, k0 + kk)));
+        }
+        workgroupBarrier();
+    }
+    wide_store(mode, col0, 0u, acc);
+}
+
+@compute @workgroup_size(64)
+fn forward_wide(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32,
+                @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm_wide(FORWARD, wid, lid, groups);
+}
+
+@compute @workgroup_size(64)
+fn backward_data_wide(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32,
+                      @builtin(num_workgroups) groups: vec3<u32>) {
+    gemm_wide(BACKWARD_DATA, wid, lid, groups);
 }
 
 @compute @workgroup_size(64)

@@ -165,6 +165,9 @@ fn conv2d_matches_reference_across_several_tiles_in_every_gemm_dimension() {
     check_against_reference(&dense([3, 72, 9, 9], 80, 3, Conv2d::new(1, 1), true), 50);
     // Strided, with 17–32 and 33–64 row tiles.
     check_against_reference(&dense([2, 24, 9, 9], 40, 3, Conv2d::new(2, 1), false), 51);
+    // 17–32 rows with K over 128 (forward M = 28, K = 180; input gradient M = 20, K = 252):
+    // the wide kernels stage A in two chunks and store rows past 16.
+    check_against_reference(&dense([2, 20, 9, 7], 28, 3, Conv2d::new(1, 1), true), 52);
 }
 
 #[test]

@@ -307,6 +307,10 @@ const REDUCTION_CHUNK: usize = 16 * WORKGROUP;
 const NARROW_M: usize = 16;
 const NARROW_K: usize = 256;
 const NARROW_TILE_N: usize = 512;
+/// Largest M of the wide GEMM kernels (`forward_wide`, `backward_data_wide`), which stage A
+/// 128 columns of K at a time; and the columns one of their workgroups computes (64 × 4).
+const WIDE_M: usize = 32;
+const WIDE_TILE_N: usize = 256;
 /// Largest N of the narrow weight-gradient kernel: at least one 8-column block per thread.
 const NARROW_WEIGHT_N: usize = 512;
 
@@ -350,13 +354,19 @@ fn record_gemm(
     params.k = k as u32;
     params.k_per_split = k_per_split as u32;
     let narrow = m <= NARROW_M && k <= NARROW_K && splits == 1;
+    let wide = m <= WIDE_M && splits == 1;
     let spec = match pass {
-        Pass::Forward | Pass::BackwardData if narrow => {
-            params.tiles_n = n.div_ceil(NARROW_TILE_N) as u32;
+        Pass::Forward | Pass::BackwardData if narrow || wide => {
+            let (tile_n, entries) = if narrow {
+                (NARROW_TILE_N, ["forward_narrow", "backward_data_narrow"])
+            } else {
+                (WIDE_TILE_N, ["forward_wide", "backward_data_wide"])
+            };
+            params.tiles_n = n.div_ceil(tile_n) as u32;
             params.tiles = params.tiles_n;
             let entry = match pass {
-                Pass::Forward => "forward_narrow",
-                _ => "backward_data_narrow",
+                Pass::Forward => entries[0],
+                _ => entries[1],
             };
             KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
         }
