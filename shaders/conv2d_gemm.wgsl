@@ -33,13 +33,19 @@
 //                     conv2d_reduce.wgsl adds the slices.
 // All buffers are row-major. bias is bound but unread unless has_bias is set.
 //
-// forward_narrow and backward_data_narrow compute the same products when M ≤ 16 and
-// K ≤ 256 (layers of at most 16 output channels, or input channels for backward_data,
-// with a short reduction): the whole of A, at most 16 × 256, is staged in workgroup memory
-// once, and each thread then computes all M rows for 8 columns, gathering its own B values
-// straight from the tensor. A gathered value serves 16 multiply-adds with no round trip
-// through workgroup memory, and the K loop passes no barrier. The tiled kernel would spend
-// a staged load and a workgroup-memory read on each B value for the same 16 multiply-adds.
+// Layers with few rows (output channels, or input channels for backward_data) have their
+// own kernels, which keep each thread's whole column of C in named registers (a software
+// rasteriser indexes private arrays lane by lane) and gather their own B values, each of
+// which then serves every row with no round trip through workgroup memory:
+//   forward_narrow, backward_data_narrow  M ≤ 16, K ≤ 256: all of A staged once; all rows
+//                                         for 8 columns per thread
+//   forward_wide, backward_data_wide      M ≤ 32: A staged 128 columns of K at a time; all
+//                                         rows for 4 columns per thread
+//   backward_weight_small                 the weight gradient in either register tile
+//                                         (override WIDE), for N ≤ 512 (narrow) or 256
+//                                         (wide), several K slices per workgroup
+// The tiled kernel would spend a staged load and a workgroup-memory read on each B value
+// for the same 16 or 32 multiply-adds.
 
 struct Params {
     batch: u32,
@@ -568,62 +574,6 @@ fn store_narrow(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: v
     }
 }
 
-// The weight gradient's narrow form, for M ≤ 16 and N ≤ 512: each thread computes all M
-// rows for 8 columns over one slice of K, as the forward narrow kernel does. A workgroup
-// serves SUB = 64 / ⌈N/8⌉ consecutive slices at once (thread t: columns 8·(t mod ⌈N/8⌉),
-// slice t / ⌈N/8⌉), staging each slice's A (dY) a chunk of K at a time in a_all:
-// a_all[(s·chunk + kk)·4 + q] = rows 4q..4q + 3 of A at column k0 + kk of slice s.
-fn weight_narrow(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
-    let mode = BACKWARD_WEIGHT;
-    let group = wid.y * groups.x + wid.x;
-    let col_threads = (params.n + NARROW_COLS - 1u) / NARROW_COLS;
-    let sub = THREADS / col_threads;
-    let chunk = 256u / sub;
-    let slices = (params.k + params.k_per_split - 1u) / params.k_per_split;
-    let s = lid / col_threads;
-    let split = group * sub + s;
-    let works = s < sub && split < slices;
-    let col0 = (lid % col_threads) * NARROW_COLS;
-    let cols = narrow_cols(mode, col0);
-    var acc: NarrowAcc;
-    for (var k0 = 0u; k0 < params.k_per_split; k0 += chunk) {
-        // Stage A for every slice of the workgroup: sub·chunk columns of 4 row quads.
-        for (var t = lid; t < sub * chunk * 4u; t += THREADS) {
-            let ss = t / (chunk * 4u);
-            let kk = (t / 4u) % chunk;
-            let row = 4u * (t % 4u);
-            let split_t = group * sub + ss;
-            let k = split_t * params.k_per_split + k0 + kk;
-            var v = vec4<f32>();
-            if (k0 + kk < params.k_per_split && k < params.k) {
-                v = a_quad(mode, k, row);
-            }
-            a_all[t] = v;
-        }
-        workgroupBarrier();
-        if (works) {
-            let k_base = split * params.k_per_split + k0;
-            let kk_end = min(chunk, min(params.k_per_split - k0, params.k - min(k_base, params.k)));
-            for (var kk = 0u; kk < kk_end; kk += 1u) {
-                let b = narrow_gather(mode, cols, b_row(mode, k_base + kk));
-                let at = (s * chunk + kk) * 4u;
-                narrow_fma(&acc, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
-            }
-        }
-        workgroupBarrier();
-    }
-    if (works) {
-        narrow_store(mode, col0, split, acc);
-    }
-}
-
-@compute @workgroup_size(64)
-fn backward_weight_narrow(@builtin(workgroup_id) wid: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32,
-                          @builtin(num_workgroups) groups: vec3<u32>) {
-    weight_narrow(wid, lid, groups);
-}
-
 // The wide kernels, for M ≤ 32: each thread computes all M rows for 4 columns, A staged
 // 128 columns of K at a time. Their per-thread state, as for the narrow kernels: columns cj,
 // gathered values bj, sums of rows 4q..4q + 3 of column j in qqj.
@@ -759,6 +709,74 @@ fn backward_data_wide(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32,
                       @builtin(num_workgroups) groups: vec3<u32>) {
     gemm_wide(BACKWARD_DATA, wid, lid, groups);
+}
+
+// The weight gradient for M ≤ 32 and a short N, in the register tiles of the narrow
+// (WIDE = false: M ≤ 16, all rows for 8 columns per thread, N ≤ 512) or the wide kernels
+// (WIDE = true: M ≤ 32, 4 columns per thread, N ≤ 256). A workgroup's threads cover the
+// column blocks for 64 / blocks consecutive slices of K (thread t: block t mod blocks,
+// slice t / blocks), staging each slice's A (dY) a chunk of K at a time:
+// a_all[(s·chunk + kk)·QUADS + q] = rows 4q..4q + 3 of A at column k0 + kk of slice s.
+override WIDE: bool = false;
+
+fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
+    let mode = BACKWARD_WEIGHT;
+    let cols_per_thread = select(NARROW_COLS, 4u, WIDE);
+    let quads = select(4u, 8u, WIDE);
+    let group = wid.y * groups.x + wid.x;
+    let col_threads = (params.n + cols_per_thread - 1u) / cols_per_thread;
+    let sub = THREADS / col_threads;
+    let chunk = 1024u / (sub * quads);
+    let slices = (params.k + params.k_per_split - 1u) / params.k_per_split;
+    let s = lid / col_threads;
+    let split = group * sub + s;
+    let works = s < sub && split < slices;
+    let col0 = (lid % col_threads) * cols_per_thread;
+    let narrow_c = narrow_cols(mode, col0);
+    let wide_c = wide_cols(mode, col0);
+    var narrow: NarrowAcc;
+    var wide: WideAcc;
+    for (var k0 = 0u; k0 < params.k_per_split; k0 += chunk) {
+        for (var t = lid; t < sub * chunk * quads; t += THREADS) {
+            let kk = (t / quads) % chunk;
+            let k = (group * sub + t / (chunk * quads)) * params.k_per_split + k0 + kk;
+            var v = vec4<f32>();
+            if (k0 + kk < params.k_per_split && k < params.k) {
+                v = a_quad(mode, k, 4u * (t % quads));
+            }
+            a_all[t] = v;
+        }
+        workgroupBarrier();
+        if (works) {
+            let k_base = split * params.k_per_split + k0;
+            let kk_end = min(chunk, min(params.k_per_split - k0, params.k - min(k_base, params.k)));
+            for (var kk = 0u; kk < kk_end; kk += 1u) {
+                let row = b_row(mode, k_base + kk);
+                let at = (s * chunk + kk) * quads;
+                if (WIDE) {
+                    wide_fma(&wide, at, wide_gather(mode, wide_c, row));
+                } else {
+                    let b = narrow_gather(mode, narrow_c, row);
+                    narrow_fma(&narrow, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (works) {
+        if (WIDE) {
+            wide_store(mode, col0, split, wide);
+        } else {
+            narrow_store(mode, col0, split, narrow);
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward_weight_small(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32,
+                         @builtin(num_workgroups) groups: vec3<u32>) {
+    weight_small(wid, lid, groups);
 }
 
 @compute @workgroup_size(64)

@@ -168,6 +168,9 @@ fn conv2d_matches_reference_across_several_tiles_in_every_gemm_dimension() {
     // 17–32 rows with K over 128 (forward M = 28, K = 180; input gradient M = 20, K = 252):
     // the wide kernels stage A in two chunks and store rows past 16.
     check_against_reference(&dense([2, 20, 9, 7], 28, 3, Conv2d::new(1, 1), true), 52);
+    // Weight gradients with M = 24: N = 270 (tiled) and N = 135 (the wide kernel).
+    check_against_reference(&dense([2, 30, 5, 6], 24, 3, Conv2d::new(1, 1), false), 53);
+    check_against_reference(&dense([2, 15, 5, 6], 24, 3, Conv2d::new(1, 1), false), 54);
 }
 
 #[test]

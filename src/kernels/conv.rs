@@ -311,8 +311,10 @@ const NARROW_TILE_N: usize = 512;
 /// 128 columns of K at a time; and the columns one of their workgroups computes (64 × 4).
 const WIDE_M: usize = 32;
 const WIDE_TILE_N: usize = 256;
-/// Largest N of the narrow weight-gradient kernel: at least one 8-column block per thread.
+/// Largest N of the narrow and wide weight-gradient kernels: at most one block of 8 (or 4)
+/// columns per thread.
 const NARROW_WEIGHT_N: usize = 512;
+const WIDE_WEIGHT_N: usize = 256;
 
 /// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
 #[derive(Clone, Copy)]
@@ -388,8 +390,9 @@ fn record_gemm(
     rec.dispatch(&spec, &buffers, Some(&params), groups)
 }
 
-/// Records the weight gradient of `g` with `backward_weight_narrow` (M ≤ 16, N ≤ 512),
-/// which serves 64 / ⌈N/8⌉ slices of K per workgroup.
+/// Records the weight gradient of `g` with `backward_weight_small` in its narrow form
+/// (M ≤ 16, N ≤ 512: 8 columns per thread) or its wide one (M ≤ 32, N ≤ 256: 4 columns).
+/// A workgroup serves 64 / (its column blocks) slices of K.
 fn record_weight_narrow(
     rec: &mut Recorder,
     g: &Geometry,
@@ -398,7 +401,9 @@ fn record_weight_narrow(
     [x, dy]: [&Tensor; 2],
 ) -> Result<()> {
     let (m, n) = (g.out_channels, g.in_channels * g.taps());
-    let per_group = 64 / n.div_ceil(8);
+    let narrow = m <= NARROW_M && n <= NARROW_WEIGHT_N;
+    let cols = if narrow { 8 } else { 4 };
+    let per_group = 64 / n.div_ceil(cols);
     let wanted = (TARGET_WORKGROUPS * per_group).min(positions.div_ceil(MIN_SPLIT_K));
     let [splits, k_per_split] =
         split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, 1);
@@ -410,7 +415,8 @@ fn record_weight_narrow(
         k_per_split: k_per_split as u32,
         ..g.gemm_params()
     };
-    let spec = KernelSpec::new("conv2d_gemm", "backward_weight_narrow", CONV_BINDINGS);
+    let spec = KernelSpec::new("conv2d_gemm", "backward_weight_small", CONV_BINDINGS)
+        .with("WIDE", (!narrow) as u32 as f64);
     let groups = grid(rec.gpu(), splits.div_ceil(per_group) as u32);
     rec.dispatch(
         &spec,
@@ -625,7 +631,7 @@ pub fn backward_weight_into(
     // K = N·OH·OW is long and M·N = Cout·Cin·KH·KW small: split K so that enough
     // workgroups run and no thread sums too many terms.
     let (m, n) = (g.out_channels, g.in_channels * g.taps());
-    if m <= NARROW_M && n <= NARROW_WEIGHT_N {
+    if (m <= NARROW_M && n <= NARROW_WEIGHT_N) || (m <= WIDE_M && n <= WIDE_WEIGHT_N) {
         return record_weight_narrow(rec, &g, positions, dw, [x, dy]);
     }
     let (_, tile_m, tile_n) = gemm_tile(m, n);
