@@ -9,8 +9,13 @@ use std::{env, fs, path::Path};
 const SCALAR_ALIAS: &str = "alias Elem = f32;";
 const VEC4_ALIAS: &str = "alias Elem = vec4<f32>;";
 /// Lines of the scalar form that the vec4 variant replaces too: the helpers `total` (the
-/// sum of an Elem's lanes) and `first` (its first lane), for shaders that reduce Elems.
-const VEC4_HELPERS: [(&str, &str); 2] = [
+/// sum of an Elem's lanes), `first` (its first lane) and `lanes` (how many it has), for
+/// shaders that reduce Elems.
+const VEC4_HELPERS: [(&str, &str); 3] = [
+    (
+        "fn lanes() -> f32 {\n    return 1.0;\n}",
+        "fn lanes() -> f32 {\n    return 4.0;\n}",
+    ),
     (
         "fn total(v: Elem) -> f32 {\n    return v;\n}",
         "fn total(v: Elem) -> f32 {\n    return v.x + v.y + v.z + v.w;\n}",

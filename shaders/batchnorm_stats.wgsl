@@ -3,9 +3,24 @@
 // thread runs Welford's update over its strided share of the chunk, then the workgroup merges
 // the per-thread triples pairwise with Chan's parallel formula. Neither step ever forms Σx², so
 // the variance stays accurate when the mean is large against the spread (x = 1000 + noise).
+// Values are taken an Elem at a time: f32 here, vec4<f32> (4 positions of one channel) in
+// the variant batchnorm_stats4 (build.rs) that the host uses when H·W is a multiple of 4,
+// where plane, count and chunk count Elems and each Elem joins the thread's summary as a
+// set of `lanes()` values with its own mean and M2.
 //
 // x:        [N, C, H, W] row-major
 // partials: [C, chunks, 3] row-major, (count, mean, M2) of one chunk; M2 = Σ (x − mean)²
+
+alias Elem = f32;
+
+// The sum of an Elem's lanes, and how many it has.
+fn total(v: Elem) -> f32 {
+    return v;
+}
+
+fn lanes() -> f32 {
+    return 1.0;
+}
 
 struct Params {
     channels: u32,
@@ -15,7 +30,7 @@ struct Params {
     chunks: u32,  // chunks per channel
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<Elem>;
 @group(0) @binding(1) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 
@@ -50,10 +65,9 @@ fn channel_partials(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = start + lid; j < end; j += WORKGROUP) {
         let n = j / params.plane;
         let v = x[(n * params.channels + c) * params.plane + (j - n * params.plane)];
-        s.x += 1.0;
-        let delta = v - s.y;
-        s.y += delta / s.x;
-        s.z += delta * (v - s.y);
+        let v_mean = total(v) / lanes();
+        let centred = v - v_mean;
+        s = merge(s, vec3<f32>(lanes(), v_mean, total(centred * centred)));
     }
     summaries[lid] = s;
     workgroupBarrier();

@@ -227,6 +227,19 @@ impl Dims {
         }
     }
 
+    /// A first-level reduction over every element of `shader`: its vec4 variant (`shader`
+    /// + "4") when the plane size is a multiple of 4, with plane, count and chunk in vec4s.
+    fn reduce_pass(&self, [shader, shader4]: [&'static str; 2]) -> (&'static str, ReduceParams) {
+        let mut params = self.reduce_params();
+        if !self.plane.is_multiple_of(4) {
+            return (shader, params);
+        }
+        params.plane /= 4;
+        params.count /= 4;
+        params.chunk /= 4;
+        (shader4, params)
+    }
+
     fn elementwise_params(&self, eps: f32) -> ElementwiseParams {
         ElementwiseParams {
             n: self.len as u32,
@@ -330,10 +343,11 @@ pub fn forward_train_into(
     let chunks = d.chunks();
     let partials = rec.scratch(&[d.channels, chunks, 3], "batchnorm2d partial statistics")?;
     let gpu = rec.gpu();
+    let (shader, reduce) = d.reduce_pass(["batchnorm_stats", "batchnorm_stats4"]);
     rec.dispatch(
-        &KernelSpec::new("batchnorm_stats", "channel_partials", STATS_BINDINGS),
+        &KernelSpec::new(shader, "channel_partials", STATS_BINDINGS),
         &[x.buffer(), partials.buffer()],
-        Some(&d.reduce_params()),
+        Some(&reduce),
         grid(gpu, (d.channels * chunks) as u32),
     )?;
     rec.dispatch(
@@ -440,12 +454,10 @@ pub fn backward_into(
     )?;
     let coefficients = rec.scratch(&[d.channels, 4], "batchnorm2d gradient coefficients")?;
     let gpu = rec.gpu();
+    let (shader, reduce) =
+        d.reduce_pass(["batchnorm_backward_reduce", "batchnorm_backward_reduce4"]);
     rec.dispatch(
-        &KernelSpec::new(
-            "batchnorm_backward_reduce",
-            "gradient_partials",
-            BACKWARD_REDUCE_BINDINGS,
-        ),
+        &KernelSpec::new(shader, "gradient_partials", BACKWARD_REDUCE_BINDINGS),
         &[
             x.buffer(),
             dy.buffer(),
@@ -453,7 +465,7 @@ pub fn backward_into(
             saved.inv_std.buffer(),
             partials.buffer(),
         ],
-        Some(&d.reduce_params()),
+        Some(&reduce),
         grid(gpu, (d.channels * chunks) as u32),
     )?;
     rec.dispatch(
