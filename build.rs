@@ -1,9 +1,13 @@
 //! Embeds every `shaders/*.wgsl` file in the crate, so the library runs from any directory
 //! and in wasm without reading files at run time. A shader whose element type is the alias
 //! `Elem` (a line `alias Elem = f32;`) is embedded twice: as written, and as `<stem>4` with
-//! `Elem = vec4<f32>`, which moves four elements per load and store.
+//! `Elem = vec4<f32>`, which moves four elements per load and store. A line
+//! `// #include NAME` is replaced by `shaders/include/NAME`.
 
 use std::{env, fs, path::Path};
+
+/// A shader line that stands for a file of `shaders/include/`.
+const INCLUDE: &str = "// #include ";
 
 /// The line that marks a shader with a vec4 variant, and what replaces it there.
 const SCALAR_ALIAS: &str = "alias Elem = f32;";
@@ -26,6 +30,28 @@ const VEC4_HELPERS: [(&str, &str); 3] = [
     ),
 ];
 
+/// Replaces every line `// #include NAME` with the text of `shaders/include/NAME`: the
+/// declarations several shaders share (the CE kernels' parameter block).
+fn expand_includes(dir: &Path, source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines() {
+        match line.trim().strip_prefix(INCLUDE) {
+            Some(name) => {
+                let path = dir.join("include").join(name.trim());
+                println!("cargo:rerun-if-changed={}", path.display());
+                let text = fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("shader include {}: {e}", path.display()));
+                out.push_str(&text);
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 fn main() {
     let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("shaders");
     println!("cargo:rerun-if-changed={}", dir.display());
@@ -44,22 +70,22 @@ fn main() {
     for path in &names {
         println!("cargo:rerun-if-changed={}", path.display());
         let stem = path.file_stem().unwrap().to_string_lossy();
-        table.push_str(&format!(
-            "    ({stem:?}, include_str!({:?})),\n",
-            path.display().to_string()
-        ));
+        let source = expand_includes(&dir, &fs::read_to_string(path).expect("read shader"));
+        let mut variants = vec![(stem.to_string(), source.clone())];
         // A shader written over `alias Elem = f32;` also gets a variant STEM4 over vec4s.
-        let source = fs::read_to_string(path).expect("read shader");
         if source.lines().any(|l| l.trim() == SCALAR_ALIAS) {
             let mut vec4 = source.replace(SCALAR_ALIAS, VEC4_ALIAS);
             for (scalar, vector) in VEC4_HELPERS {
                 vec4 = vec4.replace(scalar, vector);
             }
-            let variant = out_dir.join(format!("{stem}4.wgsl"));
-            fs::write(&variant, vec4).expect("write shader variant");
+            variants.push((format!("{stem}4"), vec4));
+        }
+        for (name, text) in variants {
+            let file = out_dir.join(format!("{name}.wgsl"));
+            fs::write(&file, text).expect("write shader");
             table.push_str(&format!(
-                "    (\"{stem}4\", include_str!({:?})),\n",
-                variant.display().to_string()
+                "    ({name:?}, include_str!({:?})),\n",
+                file.display().to_string()
             ));
         }
     }

@@ -409,14 +409,14 @@ fn gemm_narrow(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     workgroupBarrier();
 
     let col0 = (tile * THREADS + lid) * NARROW_COLS;
-    let cols = narrow_cols(mode, col0);
-    var acc: NarrowAcc;
+    let left = cols4(mode, col0);
+    let right = cols4(mode, col0 + 4u);
+    var acc: Narrow;
     for (var k = 0u; k < k_end; k += 1u) {
-        let b = narrow_gather(mode, cols, b_row(mode, k));
-        let at = k * 4u;
-        narrow_fma(&acc, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+        acc = narrow_fma(acc, k * 4u, left, right, mode, b_row(mode, k));
     }
-    narrow_store(mode, col0, 0u, acc);
+    store16x4(mode, col0, 0u, 0u, acc.left);
+    store16x4(mode, col0 + 4u, 0u, 0u, acc.right);
 }
 
 // Rows row..row + 3 of column k of A, zero past row m.
@@ -439,118 +439,74 @@ fn a_quad(mode: u32, k: u32, row: u32) -> vec4<f32> {
     return v;
 }
 
-// The per-thread state of the narrow kernels, in named registers: a software rasteriser
-// would index arrays lane by lane. Column j of the thread's 8 has its decoded B column cj,
-// its gathered B value bj at the current k, and rows 4q..4q + 3 of its sums in qqj.
-struct NarrowCols {
+// The per-thread state of the narrow and wide kernels, in named registers (a software
+// rasteriser would index arrays lane by lane), as units of 16 rows × 4 columns: a narrow
+// thread holds two units side by side (8 columns), a wide one two stacked (32 rows).
+// Column j of a unit has its decoded B column cj, its gathered B value bj at the current k,
+// and rows 4q..4q + 3 of its sums in qqj.
+struct Cols4 {
     c0: vec3<i32>,
     c1: vec3<i32>,
     c2: vec3<i32>,
     c3: vec3<i32>,
-    c4: vec3<i32>,
-    c5: vec3<i32>,
-    c6: vec3<i32>,
-    c7: vec3<i32>,
 }
 
-struct NarrowB {
+struct B4 {
     b0: f32,
     b1: f32,
     b2: f32,
     b3: f32,
-    b4: f32,
-    b5: f32,
-    b6: f32,
-    b7: f32,
 }
 
-struct NarrowAcc {
-    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>, q04: vec4<f32>, q05: vec4<f32>, q06: vec4<f32>, q07: vec4<f32>,
-    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>, q14: vec4<f32>, q15: vec4<f32>, q16: vec4<f32>, q17: vec4<f32>,
-    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>, q24: vec4<f32>, q25: vec4<f32>, q26: vec4<f32>, q27: vec4<f32>,
-    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>, q34: vec4<f32>, q35: vec4<f32>, q36: vec4<f32>, q37: vec4<f32>,
+struct Tile16x4 {
+    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>,
+    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>,
+    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>,
+    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>,
 }
 
-// B columns col0..col0 + 7, decoded (clamped to the last column).
-fn narrow_cols(mode: u32, col0: u32) -> NarrowCols {
+// B columns col0..col0 + 3, decoded (clamped to the last column).
+fn cols4(mode: u32, col0: u32) -> Cols4 {
     let last = params.n - 1u;
-    return NarrowCols(
-        b_col(mode, min(col0 + 0u, last)),
+    return Cols4(
+        b_col(mode, min(col0, last)),
         b_col(mode, min(col0 + 1u, last)),
         b_col(mode, min(col0 + 2u, last)),
         b_col(mode, min(col0 + 3u, last)),
-        b_col(mode, min(col0 + 4u, last)),
-        b_col(mode, min(col0 + 5u, last)),
-        b_col(mode, min(col0 + 6u, last)),
-        b_col(mode, min(col0 + 7u, last)),
     );
 }
 
-// B[k, ·] of the 8 columns, for k decoded as row.
-fn narrow_gather(mode: u32, c: NarrowCols, row: vec3<i32>) -> NarrowB {
-    return NarrowB(
+// B[k, ·] of the 4 columns, for k decoded as row.
+fn gather4(mode: u32, c: Cols4, row: vec3<i32>) -> B4 {
+    return B4(
         b_value(mode, c.c0, row),
         b_value(mode, c.c1, row),
         b_value(mode, c.c2, row),
         b_value(mode, c.c3, row),
-        b_value(mode, c.c4, row),
-        b_value(mode, c.c5, row),
-        b_value(mode, c.c6, row),
-        b_value(mode, c.c7, row),
     );
 }
 
-// acc += A[0..16, k] · B[k, 8 columns], A given as its 4 row quads.
-fn narrow_fma(acc: ptr<function, NarrowAcc>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>,
-              a3: vec4<f32>, b: NarrowB) {
-    (*acc).q00 += a0 * b.b0;
-    (*acc).q01 += a0 * b.b1;
-    (*acc).q02 += a0 * b.b2;
-    (*acc).q03 += a0 * b.b3;
-    (*acc).q04 += a0 * b.b4;
-    (*acc).q05 += a0 * b.b5;
-    (*acc).q06 += a0 * b.b6;
-    (*acc).q07 += a0 * b.b7;
-    (*acc).q10 += a1 * b.b0;
-    (*acc).q11 += a1 * b.b1;
-    (*acc).q12 += a1 * b.b2;
-    (*acc).q13 += a1 * b.b3;
-    (*acc).q14 += a1 * b.b4;
-    (*acc).q15 += a1 * b.b5;
-    (*acc).q16 += a1 * b.b6;
-    (*acc).q17 += a1 * b.b7;
-    (*acc).q20 += a2 * b.b0;
-    (*acc).q21 += a2 * b.b1;
-    (*acc).q22 += a2 * b.b2;
-    (*acc).q23 += a2 * b.b3;
-    (*acc).q24 += a2 * b.b4;
-    (*acc).q25 += a2 * b.b5;
-    (*acc).q26 += a2 * b.b6;
-    (*acc).q27 += a2 * b.b7;
-    (*acc).q30 += a3 * b.b0;
-    (*acc).q31 += a3 * b.b1;
-    (*acc).q32 += a3 * b.b2;
-    (*acc).q33 += a3 * b.b3;
-    (*acc).q34 += a3 * b.b4;
-    (*acc).q35 += a3 * b.b5;
-    (*acc).q36 += a3 * b.b6;
-    (*acc).q37 += a3 * b.b7;
+// acc + A[16 rows, k] · B[k, 4 columns], the rows given as 4 quads.
+fn fma16x4(acc: Tile16x4, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+           b: B4) -> Tile16x4 {
+    return Tile16x4(
+        acc.q00 + a0 * b.b0, acc.q01 + a0 * b.b1, acc.q02 + a0 * b.b2, acc.q03 + a0 * b.b3,
+        acc.q10 + a1 * b.b0, acc.q11 + a1 * b.b1, acc.q12 + a1 * b.b2, acc.q13 + a1 * b.b3,
+        acc.q20 + a2 * b.b0, acc.q21 + a2 * b.b1, acc.q22 + a2 * b.b2, acc.q23 + a2 * b.b3,
+        acc.q30 + a3 * b.b0, acc.q31 + a3 * b.b1, acc.q32 + a3 * b.b2, acc.q33 + a3 * b.b3,
+    );
 }
 
-// Writes the 8 columns from col0 of split `split` of C.
-fn narrow_store(mode: u32, col0: u32, split: u32, acc: NarrowAcc) {
-    store_narrow(mode, col0 + 0u, split, 0u, acc.q00, acc.q10, acc.q20, acc.q30);
-    store_narrow(mode, col0 + 1u, split, 0u, acc.q01, acc.q11, acc.q21, acc.q31);
-    store_narrow(mode, col0 + 2u, split, 0u, acc.q02, acc.q12, acc.q22, acc.q32);
-    store_narrow(mode, col0 + 3u, split, 0u, acc.q03, acc.q13, acc.q23, acc.q33);
-    store_narrow(mode, col0 + 4u, split, 0u, acc.q04, acc.q14, acc.q24, acc.q34);
-    store_narrow(mode, col0 + 5u, split, 0u, acc.q05, acc.q15, acc.q25, acc.q35);
-    store_narrow(mode, col0 + 6u, split, 0u, acc.q06, acc.q16, acc.q26, acc.q36);
-    store_narrow(mode, col0 + 7u, split, 0u, acc.q07, acc.q17, acc.q27, acc.q37);
+// Writes rows row0..row0 + 15 (those below m) of columns col0..col0 + 3 of split `split`.
+fn store16x4(mode: u32, col0: u32, split: u32, row0: u32, acc: Tile16x4) {
+    store_column(mode, col0, split, row0, acc.q00, acc.q10, acc.q20, acc.q30);
+    store_column(mode, col0 + 1u, split, row0, acc.q01, acc.q11, acc.q21, acc.q31);
+    store_column(mode, col0 + 2u, split, row0, acc.q02, acc.q12, acc.q22, acc.q32);
+    store_column(mode, col0 + 3u, split, row0, acc.q03, acc.q13, acc.q23, acc.q33);
 }
 
 // Writes rows row0..row0 + 15 (those below m) of column col of C, given as 4 row quads.
-fn store_narrow(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: vec4<f32>,
+fn store_column(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: vec4<f32>,
                 q2: vec4<f32>, q3: vec4<f32>) {
     if (col >= params.n) {
         return;
@@ -574,111 +530,49 @@ fn store_narrow(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: v
     }
 }
 
-// The wide kernels, for M ≤ 32: each thread computes all M rows for 4 columns, A staged
-// 128 columns of K at a time. Their per-thread state, as for the narrow kernels: columns cj,
-// gathered values bj, sums of rows 4q..4q + 3 of column j in qqj.
-struct WideCols {
-    c0: vec3<i32>,
-    c1: vec3<i32>,
-    c2: vec3<i32>,
-    c3: vec3<i32>,
+// A thread of the narrow kernels: 16 rows × 8 columns from col0, as two units.
+struct Narrow {
+    left: Tile16x4,
+    right: Tile16x4,
 }
 
-struct WideB {
-    b0: f32,
-    b1: f32,
-    b2: f32,
-    b3: f32,
-}
-
-struct WideAcc {
-    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>,
-    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>,
-    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>,
-    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>,
-    q40: vec4<f32>, q41: vec4<f32>, q42: vec4<f32>, q43: vec4<f32>,
-    q50: vec4<f32>, q51: vec4<f32>, q52: vec4<f32>, q53: vec4<f32>,
-    q60: vec4<f32>, q61: vec4<f32>, q62: vec4<f32>, q63: vec4<f32>,
-    q70: vec4<f32>, q71: vec4<f32>, q72: vec4<f32>, q73: vec4<f32>,
-}
-
-fn wide_cols(mode: u32, col0: u32) -> WideCols {
-    let last = params.n - 1u;
-    return WideCols(
-        b_col(mode, min(col0 + 0u, last)),
-        b_col(mode, min(col0 + 1u, last)),
-        b_col(mode, min(col0 + 2u, last)),
-        b_col(mode, min(col0 + 3u, last)),
-    );
-}
-
-fn wide_gather(mode: u32, c: WideCols, row: vec3<i32>) -> WideB {
-    return WideB(b_value(mode, c.c0, row), b_value(mode, c.c1, row), b_value(mode, c.c2, row), b_value(mode, c.c3, row));
-}
-
-// acc += A[0..32, k] · B[k, 4 columns], A given as its 8 row quads at a_all[at..at + 8].
-fn wide_fma(acc: ptr<function, WideAcc>, at: u32, b: WideB) {
-    let a0 = a_all[at + 0u];
+// acc + A[16 rows, k] · B[k, the 8 columns left and right], A's 4 row quads at a_all[at..].
+fn narrow_fma(acc: Narrow, at: u32, left: Cols4, right: Cols4, mode: u32,
+              row: vec3<i32>) -> Narrow {
+    let a0 = a_all[at];
     let a1 = a_all[at + 1u];
     let a2 = a_all[at + 2u];
     let a3 = a_all[at + 3u];
-    let a4 = a_all[at + 4u];
-    let a5 = a_all[at + 5u];
-    let a6 = a_all[at + 6u];
-    let a7 = a_all[at + 7u];
-    (*acc).q00 += a0 * b.b0;
-    (*acc).q01 += a0 * b.b1;
-    (*acc).q02 += a0 * b.b2;
-    (*acc).q03 += a0 * b.b3;
-    (*acc).q10 += a1 * b.b0;
-    (*acc).q11 += a1 * b.b1;
-    (*acc).q12 += a1 * b.b2;
-    (*acc).q13 += a1 * b.b3;
-    (*acc).q20 += a2 * b.b0;
-    (*acc).q21 += a2 * b.b1;
-    (*acc).q22 += a2 * b.b2;
-    (*acc).q23 += a2 * b.b3;
-    (*acc).q30 += a3 * b.b0;
-    (*acc).q31 += a3 * b.b1;
-    (*acc).q32 += a3 * b.b2;
-    (*acc).q33 += a3 * b.b3;
-    (*acc).q40 += a4 * b.b0;
-    (*acc).q41 += a4 * b.b1;
-    (*acc).q42 += a4 * b.b2;
-    (*acc).q43 += a4 * b.b3;
-    (*acc).q50 += a5 * b.b0;
-    (*acc).q51 += a5 * b.b1;
-    (*acc).q52 += a5 * b.b2;
-    (*acc).q53 += a5 * b.b3;
-    (*acc).q60 += a6 * b.b0;
-    (*acc).q61 += a6 * b.b1;
-    (*acc).q62 += a6 * b.b2;
-    (*acc).q63 += a6 * b.b3;
-    (*acc).q70 += a7 * b.b0;
-    (*acc).q71 += a7 * b.b1;
-    (*acc).q72 += a7 * b.b2;
-    (*acc).q73 += a7 * b.b3;
+    return Narrow(
+        fma16x4(acc.left, a0, a1, a2, a3, gather4(mode, left, row)),
+        fma16x4(acc.right, a0, a1, a2, a3, gather4(mode, right, row)),
+    );
 }
 
-fn wide_store(mode: u32, col0: u32, split: u32, acc: WideAcc) {
-    store_narrow(mode, col0 + 0u, split, 0u, acc.q00, acc.q10, acc.q20, acc.q30);
-    store_narrow(mode, col0 + 0u, split, 16u, acc.q40, acc.q50, acc.q60, acc.q70);
-    store_narrow(mode, col0 + 1u, split, 0u, acc.q01, acc.q11, acc.q21, acc.q31);
-    store_narrow(mode, col0 + 1u, split, 16u, acc.q41, acc.q51, acc.q61, acc.q71);
-    store_narrow(mode, col0 + 2u, split, 0u, acc.q02, acc.q12, acc.q22, acc.q32);
-    store_narrow(mode, col0 + 2u, split, 16u, acc.q42, acc.q52, acc.q62, acc.q72);
-    store_narrow(mode, col0 + 3u, split, 0u, acc.q03, acc.q13, acc.q23, acc.q33);
-    store_narrow(mode, col0 + 3u, split, 16u, acc.q43, acc.q53, acc.q63, acc.q73);
+// A thread of the wide kernels: 32 rows × 4 columns, as two units.
+struct Wide {
+    top: Tile16x4,
+    bottom: Tile16x4,
 }
 
+// acc + A[32 rows, k] · B[k, 4 columns], A's 8 row quads at a_all[at..at + 8].
+fn wide_fma(acc: Wide, at: u32, b: B4) -> Wide {
+    let top = fma16x4(acc.top, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+    let bottom =
+        fma16x4(acc.bottom, a_all[at + 4u], a_all[at + 5u], a_all[at + 6u], a_all[at + 7u], b);
+    return Wide(top, bottom);
+}
+
+// The wide forward and input-gradient kernels, for M ≤ 32: A staged 128 columns of K at a
+// time.
 fn gemm_wide(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let tile = wid.y * groups.x + wid.x;
     if (tile >= params.tiles) {
         return;
     }
     let col0 = (tile * THREADS + lid) * 4u;
-    let cols = wide_cols(mode, col0);
-    var acc: WideAcc;
+    let cols = cols4(mode, col0);
+    var acc: Wide;
     for (var k0 = 0u; k0 < params.k; k0 += 128u) {
         for (var t = lid; t < 1024u; t += THREADS) {
             var v = vec4<f32>();
@@ -690,11 +584,12 @@ fn gemm_wide(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         workgroupBarrier();
         let kk_end = min(128u, params.k - k0);
         for (var kk = 0u; kk < kk_end; kk += 1u) {
-            wide_fma(&acc, kk * 8u, wide_gather(mode, cols, b_row(mode, k0 + kk)));
+            acc = wide_fma(acc, kk * 8u, gather4(mode, cols, b_row(mode, k0 + kk)));
         }
         workgroupBarrier();
     }
-    wide_store(mode, col0, 0u, acc);
+    store16x4(mode, col0, 0u, 0u, acc.top);
+    store16x4(mode, col0, 0u, 16u, acc.bottom);
 }
 
 @compute @workgroup_size(64)
@@ -732,10 +627,10 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let split = group * sub + s;
     let works = s < sub && split < slices;
     let col0 = (lid % col_threads) * cols_per_thread;
-    let narrow_c = narrow_cols(mode, col0);
-    let wide_c = wide_cols(mode, col0);
-    var narrow: NarrowAcc;
-    var wide: WideAcc;
+    let cols = cols4(mode, col0);
+    let right = cols4(mode, col0 + 4u);
+    var narrow: Narrow;
+    var wide: Wide;
     for (var k0 = 0u; k0 < params.k_per_split; k0 += chunk) {
         for (var t = lid; t < sub * chunk * quads; t += THREADS) {
             let kk = (t / quads) % chunk;
@@ -749,15 +644,15 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         workgroupBarrier();
         if (works) {
             let k_base = split * params.k_per_split + k0;
-            let kk_end = min(chunk, min(params.k_per_split - k0, params.k - min(k_base, params.k)));
+            let left = params.k - min(k_base, params.k);
+            let kk_end = min(chunk, min(params.k_per_split - k0, left));
             for (var kk = 0u; kk < kk_end; kk += 1u) {
                 let row = b_row(mode, k_base + kk);
                 let at = (s * chunk + kk) * quads;
                 if (WIDE) {
-                    wide_fma(&wide, at, wide_gather(mode, wide_c, row));
+                    wide = wide_fma(wide, at, gather4(mode, cols, row));
                 } else {
-                    let b = narrow_gather(mode, narrow_c, row);
-                    narrow_fma(&narrow, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+                    narrow = narrow_fma(narrow, at, cols, right, mode, row);
                 }
             }
         }
@@ -765,9 +660,11 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     }
     if (works) {
         if (WIDE) {
-            wide_store(mode, col0, split, wide);
+            store16x4(mode, col0, split, 0u, wide.top);
+            store16x4(mode, col0, split, 16u, wide.bottom);
         } else {
-            narrow_store(mode, col0, split, narrow);
+            store16x4(mode, col0, split, 0u, narrow.left);
+            store16x4(mode, col0 + 4u, split, 0u, narrow.right);
         }
     }
 }

@@ -526,7 +526,7 @@ impl CeGrads {
     }
 }
 
-/// Uniform parameters shared by every CE kernel (`struct Params` in each `ce_*.wgsl`).
+/// Uniform parameters shared by every CE kernel (`shaders/include/ce_params.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
