@@ -66,7 +66,8 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3<u32>,
             let v = red_value[lid + stride];
             let at = red_index[lid + stride];
             let mine = red_index[lid];
-            if (at != k && (mine == k || v > red_value[lid] || (v == red_value[lid] && at < mine))) {
+            let better = v > red_value[lid] || (v == red_value[lid] && at < mine);
+            if (at != k && (mine == k || better)) {
                 red_value[lid] = v;
                 red_index[lid] = at;
             }

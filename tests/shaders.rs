@@ -39,7 +39,8 @@ fn every_shader_validates_with_webgpu_capabilities() {
             let [x, y, z] = ep.workgroup_size;
             assert!(
                 x * y * z <= MAX_WORKGROUP_INVOCATIONS,
-                "{name}::{} uses {} invocations per workgroup, over WebGPU's {MAX_WORKGROUP_INVOCATIONS}",
+                "{name}::{} uses {} invocations per workgroup, \
+                 over WebGPU's {MAX_WORKGROUP_INVOCATIONS}",
                 ep.name,
                 x * y * z
             );
@@ -51,7 +52,8 @@ fn every_shader_validates_with_webgpu_capabilities() {
             .count();
         assert!(
             storage <= MAX_STORAGE_BUFFERS_PER_STAGE,
-            "{name}.wgsl declares {storage} storage buffers, over WebGPU's {MAX_STORAGE_BUFFERS_PER_STAGE}"
+            "{name}.wgsl declares {storage} storage buffers, \
+             over WebGPU's {MAX_STORAGE_BUFFERS_PER_STAGE}"
         );
     }
 }

@@ -615,7 +615,10 @@ impl Executor {
                 {
                     return Err(Error::invalid(
                         "ce",
-                        format!("{prefix}: evaluation needs running statistics, but this block never trained (running_scale = 0)"),
+                        format!(
+                            "{prefix}: evaluation needs running statistics, but this block \
+                             never trained (running_scale = 0)"
+                        ),
                     ));
                 }
             }

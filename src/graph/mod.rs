@@ -414,13 +414,19 @@ impl Graph {
         if c < r || c % r != 0 {
             return Err(Error::invalid(
                 "ce",
-                format!("{prefix}: {c} channels cannot feed the reweighting MLP (C must be a multiple of {r}, at least {r})"),
+                format!(
+                    "{prefix}: {c} channels cannot feed the reweighting MLP \
+                     (C must be a multiple of {r}, at least {r})"
+                ),
             ));
         }
         if h * w < 2 {
             return Err(Error::invalid(
                 "ce",
-                format!("{prefix}: a {h}×{w} plane has no unbiased spatial variance (H·W must be at least 2)"),
+                format!(
+                    "{prefix}: a {h}×{w} plane has no unbiased spatial variance \
+                     (H·W must be at least 2)"
+                ),
             ));
         }
         let d = ce_group_size(&options, c);

@@ -302,7 +302,8 @@ fn expect_channels(what: &str, t: &Tensor, x_shape: &[usize], channels: usize) -
         return Err(Error::invalid(
             OP,
             format!(
-                "input {x_shape:?} has {channels} channels, {what} has shape {:?} (expected [{channels}])",
+                "input {x_shape:?} has {channels} channels, {what} has shape {:?} \
+                 (expected [{channels}])",
                 t.shape()
             ),
         ));

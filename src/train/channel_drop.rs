@@ -5,9 +5,10 @@
 //! see [`super::inhibited`]) are removed at once and the test accuracy measured. A channel is
 //! removed by zeroing the weights that read it directly: the input-channel slice `[:, c]` of
 //! every convolution fed by the site's ReLU (the filter `[c]` of a depthwise one), and the
-//! column `c` of the classifier fed through the global average pooling. Limitation: an identity shortcut still carries a removed
-//! channel of a post-addition site to the next block's addition; only the layers reading the
-//! site directly lose it. The weights are restored afterwards.
+//! column `c` of the classifier fed through the global average pooling. Limitation: an
+//! identity shortcut still carries a removed channel of a post-addition site to the next
+//! block's addition; only the layers reading the site directly lose it. The weights are
+//! restored afterwards.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -45,7 +45,12 @@ pub fn svg(charts: &[Chart]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total_width}" height="{h}" viewBox="0 0 {total_width} {h}" font-family="sans-serif" font-size="12">"#
+        concat!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total_width}" height="{h}" "#,
+            r#"viewBox="0 0 {total_width} {h}" font-family="sans-serif" font-size="12">"#
+        ),
+        total_width = total_width,
+        h = h,
     );
     let _ = writeln!(
         out,
@@ -107,7 +112,10 @@ impl Chart {
 
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"#,
+            concat!(
+                r#"<text x="{}" y="20" text-anchor="middle" font-size="14" "#,
+                r#"font-weight="bold">{}</text>"#
+            ),
             (px0 + px1) / 2.0,
             escape(&self.title)
         );
@@ -115,20 +123,30 @@ impl Chart {
         for y in ticks(y_lo, y_hi) {
             let _ = writeln!(
                 out,
-                r##"<line x1="{px0}" x2="{px1}" y1="{0:.1}" y2="{0:.1}" stroke="#e4e4e4"/><text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##,
+                concat!(
+                    r##"<line x1="{px0}" x2="{px1}" y1="{0:.1}" y2="{0:.1}" stroke="#e4e4e4"/>"##,
+                    r#"<text x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"#
+                ),
                 sy(y),
                 px0 - 6.0,
                 sy(y) + 4.0,
-                tick_label(y)
+                tick_label(y),
+                px0 = px0,
+                px1 = px1,
             );
         }
         for x in ticks(x_lo, x_hi) {
             let _ = writeln!(
                 out,
-                r##"<line x1="{0:.1}" x2="{0:.1}" y1="{py0}" y2="{py1}" stroke="#e4e4e4"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"##,
+                concat!(
+                    r##"<line x1="{0:.1}" x2="{0:.1}" y1="{py0}" y2="{py1}" stroke="#e4e4e4"/>"##,
+                    r#"<text x="{0:.1}" y="{1}" text-anchor="middle">{2}</text>"#
+                ),
                 sx(x),
                 py1 + 16.0,
-                tick_label(x)
+                tick_label(x),
+                py0 = py0,
+                py1 = py1,
             );
         }
         let _ = writeln!(
@@ -173,13 +191,17 @@ impl Chart {
             let ly = py0 + 16.0 + 16.0 * i as f64;
             let _ = writeln!(
                 out,
-                r#"<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="{colour}" stroke-width="2"/><text x="{3}" y="{4}">{5}</text>"#,
+                concat!(
+                    r#"<line x1="{0}" x2="{1}" y1="{2}" y2="{2}" stroke="{colour}" "#,
+                    r#"stroke-width="2"/><text x="{3}" y="{4}">{5}</text>"#
+                ),
                 px1 - 110.0,
                 px1 - 90.0,
                 ly - 4.0,
                 px1 - 85.0,
                 ly,
-                escape(&series.name)
+                escape(&series.name),
+                colour = colour,
             );
         }
     }

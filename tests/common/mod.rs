@@ -132,7 +132,8 @@ pub fn compare(got: &[f64], want: &[f64]) -> Comparison {
 pub fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
     let c = compare(got, want);
     let report = format!(
-        "{name}: normwise relative error {:.3e} (tolerance {tol:.0e}), worst element [{}] got {} want {}",
+        "{name}: normwise relative error {:.3e} (tolerance {tol:.0e}), \
+         worst element [{}] got {} want {}",
         c.normwise, c.worst_index, c.worst_got, c.worst_want
     );
     println!("{report}");
@@ -193,7 +194,8 @@ pub fn assert_close_near_zero(name: &str, got: &[f64], want: &[f64], tol: f64, t
     let floor = typical * (want.len() as f64).sqrt();
     let error = c.normwise * norm.max(f64::MIN_POSITIVE) / norm.max(floor);
     let report = format!(
-        "{name}: error {error:.3e} relative to max(‖want‖, {typical}·√n) (tolerance {tol:.0e}), worst element [{}] got {} want {}",
+        "{name}: error {error:.3e} relative to max(‖want‖, {typical}·√n) \
+         (tolerance {tol:.0e}), worst element [{}] got {} want {}",
         c.worst_index, c.worst_got, c.worst_want
     );
     println!("{report}");
