@@ -39,9 +39,9 @@ fn depthwise(input: [usize; 4], kernel: usize, stride: usize, padding: usize, bi
     }
 }
 
-/// Runs the forward pass and all gradients of `case` on the GPU and compares each with the
-/// float64 reference under TOL_REDUCTION: every output is a sum of f32 products (up to a few
-/// thousand terms here), accumulated in f32.
+/// Runs the forward pass and all gradients of `case` under each kernel tuning and compares
+/// each with the float64 reference under TOL_REDUCTION: every output is a sum of f32 products
+/// (up to a few thousand terms here), accumulated in f32.
 fn check_against_reference(case: &Case, seed: u64) {
     let Case {
         input: xs,
@@ -49,59 +49,57 @@ fn check_against_reference(case: &Case, seed: u64) {
         conv,
         bias: with_bias,
     } = *case;
-    let name = format!("input {xs:?} weight {ws:?} {conv:?} bias {with_bias}");
     let ys = reference::conv2d_output_shape(xs, ws, &conv);
     let mut rng = Rng::new(seed);
     let x = through_f32(&rng.normal(xs.iter().product()));
     let w = through_f32(&rng.normal(ws.iter().product()));
     let b = through_f32(&rng.normal(ws[0]));
     let dy = through_f32(&rng.normal(ys.iter().product()));
-    let (xt, wt, bt, dyt) = (
-        upload(&xs, &x),
-        upload(&ws, &w),
-        upload(&[ws[0]], &b),
-        upload(&ys, &dy),
-    );
     let bias = with_bias.then_some(&b[..]);
+    let want_y = reference::conv2d_forward(&x, xs, &w, ws, bias, &conv);
+    let want_dx = reference::conv2d_backward_data(&dy, &w, ws, xs, &conv);
+    let want_dw = reference::conv2d_backward_weight(&x, xs, &dy, ws, &conv);
+    let want_db = reference::conv2d_backward_bias(&dy, ys);
 
-    let y = conv::forward(gpu(), &conv, &xt, &wt, with_bias.then_some(&bt)).unwrap();
-    assert_eq!(y.shape(), ys, "{name}: output shape");
-    let want = reference::conv2d_forward(&x, xs, &w, ws, bias, &conv);
-    assert_close(
-        &format!("{name} forward"),
-        &download(&y),
-        &want,
-        TOL_REDUCTION,
-    );
+    for (tuning, gpu) in gpus_of_each_tuning() {
+        let name = format!("input {xs:?} weight {ws:?} {conv:?} bias {with_bias} {tuning:?}");
+        let up = |shape: &[usize], values: &[f64]| upload_to(gpu, shape, values);
+        let (xt, wt, bt, dyt) = (up(&xs, &x), up(&ws, &w), up(&[ws[0]], &b), up(&ys, &dy));
 
-    let grads = conv::backward(gpu(), &conv, &xt, &wt, &dyt, with_bias).unwrap();
-    let want = reference::conv2d_backward_data(&dy, &w, ws, xs, &conv);
-    assert_close(
-        &format!("{name} input gradient"),
-        &download(&grads.input),
-        &want,
-        TOL_REDUCTION,
-    );
-    let want = reference::conv2d_backward_weight(&x, xs, &dy, ws, &conv);
-    assert_close(
-        &format!("{name} weight gradient"),
-        &download(&grads.weight),
-        &want,
-        TOL_REDUCTION,
-    );
-    assert_eq!(
-        grads.bias.is_some(),
-        with_bias,
-        "{name}: bias gradient present"
-    );
-    if let Some(db) = grads.bias {
-        let want = reference::conv2d_backward_bias(&dy, ys);
+        let y = conv::forward(gpu, &conv, &xt, &wt, with_bias.then_some(&bt)).unwrap();
+        assert_eq!(y.shape(), ys, "{name}: output shape");
+        let got = download_from(gpu, &y);
+        assert_close(&format!("{name} forward"), &got, &want_y, TOL_REDUCTION);
+
+        let grads = conv::backward(gpu, &conv, &xt, &wt, &dyt, with_bias).unwrap();
+        let got = download_from(gpu, &grads.input);
         assert_close(
-            &format!("{name} bias gradient"),
-            &download(&db),
-            &want,
+            &format!("{name} input gradient"),
+            &got,
+            &want_dx,
             TOL_REDUCTION,
         );
+        let got = download_from(gpu, &grads.weight);
+        assert_close(
+            &format!("{name} weight gradient"),
+            &got,
+            &want_dw,
+            TOL_REDUCTION,
+        );
+        assert_eq!(
+            grads.bias.is_some(),
+            with_bias,
+            "{name}: bias gradient present"
+        );
+        if let Some(db) = grads.bias {
+            let got = download_from(gpu, &db);
+            assert_close(
+                &format!("{name} bias gradient"),
+                &got,
+                &want_db,
+                TOL_REDUCTION,
+            );
+        }
     }
 }
 
@@ -171,6 +169,11 @@ fn conv2d_matches_reference_across_several_tiles_in_every_gemm_dimension() {
     // Weight gradients with M = 24: N = 270 (tiled) and N = 135 (the wide kernel).
     check_against_reference(&dense([2, 30, 5, 6], 24, 3, Conv2d::new(1, 1), false), 53);
     check_against_reference(&dense([2, 15, 5, 6], 24, 3, Conv2d::new(1, 1), false), 54);
+    // At most 16 rows with K over 256 (forward M = 12, K = 270), and a weight gradient of
+    // M = 8 and N = 540 over split slices; under CPU tuning both go to the 16-row block
+    // kernels, and the input gradients (M = 30, 60) to two 32-row blocks.
+    check_against_reference(&dense([2, 30, 5, 6], 12, 3, Conv2d::new(1, 1), true), 55);
+    check_against_reference(&dense([3, 60, 4, 5], 8, 3, Conv2d::new(2, 1), false), 56);
 }
 
 #[test]

@@ -13,6 +13,7 @@ fn no_matching_adapter_says_what_to_install() {
     let choice = AdapterChoice {
         backend: None,
         name: Some("no-such-adapter-anywhere".into()),
+        tuning: None,
     };
     let err = pollster::block_on(Gpu::new_async(choice)).unwrap_err();
     let text = err.to_string();

@@ -159,6 +159,7 @@ impl Demo {
         let choice = AdapterChoice {
             backend: Some(wgpu::Backend::BrowserWebGpu),
             name: None,
+            tuning: None,
         };
         let gpu = Gpu::new_async(choice).await?;
         Ok(Demo {

@@ -11,11 +11,47 @@ pub struct AdapterChoice {
     pub backend: Option<wgpu::Backend>,
     /// Keep only adapters whose name contains this (case-insensitive).
     pub name: Option<String>,
+    /// Which kernel variants to run; `None` picks by the adapter's type.
+    pub tuning: Option<Tuning>,
+}
+
+/// Which family of kernel variants suits an adapter, where two run the same arithmetic in
+/// differently shaped work (see `shaders/conv2d_gemm.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    /// A software rasteriser (lavapipe, SwiftShader): the CPU runs a workgroup's lanes as SIMD
+    /// vectors, a load whose address differs across lanes costs a loop over them, and large
+    /// per-thread tiles live in cache rather than registers. Favours workgroups whose threads
+    /// share their reads of staged data and each compute a large block of the output.
+    Cpu,
+    /// A hardware GPU: favours shared-memory tiles and per-thread blocks that fit registers.
+    Gpu,
+}
+
+impl Tuning {
+    /// The tuning an adapter of `device_type` gets unless the user chose one.
+    pub fn for_device(device_type: wgpu::DeviceType) -> Self {
+        if device_type == wgpu::DeviceType::Cpu {
+            Tuning::Cpu
+        } else {
+            Tuning::Gpu
+        }
+    }
+
+    /// Parses `cpu` or `gpu` as users write them.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cpu" | "software" => Some(Tuning::Cpu),
+            "gpu" | "hardware" => Some(Tuning::Gpu),
+            _ => None,
+        }
+    }
 }
 
 impl AdapterChoice {
-    /// Reads `CENET_BACKEND` and `CENET_ADAPTER`. An unknown backend name is logged and
-    /// ignored rather than failing, so a typo does not stop training.
+    /// Reads `CENET_BACKEND`, `CENET_ADAPTER` and `CENET_TUNING` (`cpu` or `gpu`). An unknown
+    /// backend or tuning name is logged and ignored rather than failing, so a typo does not
+    /// stop training.
     pub fn from_env() -> Self {
         let backend = std::env::var("CENET_BACKEND").ok().and_then(|b| {
             let parsed = parse_backend(&b);
@@ -29,7 +65,18 @@ impl AdapterChoice {
         let name = std::env::var("CENET_ADAPTER")
             .ok()
             .filter(|s| !s.is_empty());
-        AdapterChoice { backend, name }
+        let tuning = std::env::var("CENET_TUNING").ok().and_then(|t| {
+            let parsed = Tuning::parse(&t);
+            if parsed.is_none() {
+                log::warn!("cenet: CENET_TUNING={t:?} is not one of cpu, gpu");
+            }
+            parsed
+        });
+        AdapterChoice {
+            backend,
+            name,
+            tuning,
+        }
     }
 
     pub(crate) fn backends(&self) -> wgpu::Backends {

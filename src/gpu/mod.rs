@@ -7,7 +7,7 @@ pub(crate) mod pool;
 
 use std::sync::{Arc, Mutex};
 
-pub use adapter::{AdapterChoice, AdapterSummary};
+pub use adapter::{AdapterChoice, AdapterSummary, Tuning};
 pub use pipeline::{Binding, Kernel, KernelSpec};
 
 use crate::error::{Error, Result};
@@ -24,6 +24,7 @@ pub(crate) struct GpuInner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     adapter: AdapterSummary,
+    tuning: Tuning,
     limits: wgpu::Limits,
     pipelines: PipelineCache,
     pool: Arc<BufferPool>,
@@ -48,7 +49,10 @@ impl Gpu {
         });
         let adapter = adapter::select(&instance, &choice).await?;
         let summary = AdapterSummary::of(&adapter);
-        log::info!("cenet: using {summary}");
+        let tuning = choice
+            .tuning
+            .unwrap_or(Tuning::for_device(summary.device_type));
+        log::info!("cenet: using {summary}, {tuning:?} tuning");
 
         // Ask for everything the adapter offers instead of wgpu's conservative defaults, so
         // large tensors and big workgroups work where the hardware allows them.
@@ -84,6 +88,7 @@ impl Gpu {
                 device,
                 queue,
                 adapter: summary,
+                tuning,
                 limits,
                 uncaptured,
                 allocations: Default::default(),
@@ -104,6 +109,11 @@ impl Gpu {
     /// The chosen adapter's name, backend and type.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.inner.adapter
+    }
+
+    /// Which kernel variants this device runs.
+    pub fn tuning(&self) -> Tuning {
+        self.inner.tuning
     }
 
     /// The limits the device was opened with (the adapter's own).

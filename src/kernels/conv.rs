@@ -2,15 +2,16 @@
 //! the forward pass and the gradients with respect to the input, the weight and the bias, for
 //! dense (groups = 1) and depthwise (groups = channels) convolutions.
 //!
-//! Dense convolutions run as tiled implicit GEMMs (`shaders/conv2d_gemm.wgsl`) that gather
-//! input patches while loading workgroup tiles, so no im2col buffer is ever written. The
+//! Dense convolutions run as implicit GEMMs (`shaders/conv2d_gemm.wgsl`) that gather input
+//! patches while loading workgroup tiles, so no im2col buffer is ever written; which kernel
+//! runs a product depends on its shape and on the device's [`Tuning`]. The
 //! weight gradient reduces over the whole batch, so it is split into slices whose partial sums
 //! `shaders/conv2d_reduce.wgsl` adds. Depthwise convolutions use direct kernels
 //! (`shaders/conv2d_depthwise.wgsl`) and the bias gradient a per-channel workgroup reduction
 //! (`shaders/conv2d_backward_bias.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, KernelSpec};
+use crate::gpu::{Binding, Gpu, KernelSpec, Tuning};
 use crate::kernels::{expect_nchw, expect_shape, grid, grid_for, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -316,8 +317,18 @@ const WIDE_TILE_N: usize = 256;
 const NARROW_WEIGHT_N: usize = 512;
 const WIDE_WEIGHT_N: usize = 256;
 
+/// Columns per thread of the row-block kernels (`*_rows`), which run every product that the
+/// narrow kernels do not under CPU tuning: 16 or 32 rows (as M needs) × 8 columns.
+const ROWS_COLS: usize = 8;
+/// Under CPU tuning, the narrow and wide weight-gradient kernels keep the products of M ≤ 16,
+/// and of M ≤ 32 with fewer columns than this (too few to fill a workgroup of the row-block
+/// kernel); the row-block kernel takes the rest.
+const ROWS_MIN_WEIGHT_N: usize = 64;
+/// Workgroups a weight-gradient GEMM aims for under CPU tuning: a few per core.
+const CPU_WORKGROUPS: usize = 64;
+
 /// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Forward,
     BackwardData,
@@ -355,7 +366,10 @@ fn record_gemm(
     params.n = n as u32;
     params.k = k as u32;
     params.k_per_split = k_per_split as u32;
-    let narrow = m <= NARROW_M && k <= NARROW_K && splits == 1;
+    let narrow = pass != Pass::BackwardWeight && m <= NARROW_M && k <= NARROW_K && splits == 1;
+    if !narrow && rec.gpu().tuning() == Tuning::Cpu {
+        return record_rows(rec, pass, params, splits, buffers);
+    }
     let wide = m <= WIDE_M && splits == 1;
     let spec = match pass {
         Pass::Forward | Pass::BackwardData if narrow || wide => {
@@ -428,6 +442,50 @@ fn record_weight_narrow(
         record_reduce(rec, &partial, splits, dw)?;
     }
     Ok(())
+}
+
+/// Records the implicit GEMM of `pass` whose product `params` describes (m, n, k and
+/// k_per_split set) with the row-block kernels (`*_rows` in `conv2d_gemm.wgsl`), over `splits`
+/// slices of K.
+fn record_rows(
+    rec: &mut Recorder,
+    pass: Pass,
+    mut params: GemmParams,
+    splits: usize,
+    buffers: [&wgpu::Buffer; 4],
+) -> Result<()> {
+    let m = params.m as usize;
+    let rows = if m <= 16 { 16 } else { 32 };
+    let (threads, tiles_n) = rows_threads(rec.gpu(), params.n as usize);
+    params.tiles_n = tiles_n as u32;
+    params.tiles = (tiles_n * m.div_ceil(rows)) as u32;
+    let entry = match pass {
+        Pass::Forward => "forward_rows",
+        Pass::BackwardData => "backward_data_rows",
+        Pass::BackwardWeight => "backward_weight_rows",
+    };
+    let spec = KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
+        .with("ROWS", rows as f64)
+        .with("COLS", ROWS_COLS as f64)
+        .with("GROUP_THREADS", threads as f64);
+    let mut groups = grid(rec.gpu(), params.tiles);
+    groups[2] = splits as u32;
+    rec.dispatch(&spec, &buffers, Some(&params), groups)
+}
+
+/// Threads per workgroup of the row-block kernels for `n` columns (ROWS_COLS per thread), and
+/// the column tiles: at most 64 threads, as evenly spread over the tiles as whole groups of
+/// SIMD lanes allow (8 under CPU tuning, where the CPU runs a workgroup's lanes as AVX
+/// vectors, 32 otherwise).
+fn rows_threads(gpu: &Gpu, n: usize) -> (usize, usize) {
+    let lanes = match gpu.tuning() {
+        Tuning::Cpu => 8,
+        Tuning::Gpu => 32,
+    };
+    let col_threads = n.div_ceil(ROWS_COLS);
+    let tiles = col_threads.div_ceil(64);
+    let threads = col_threads.div_ceil(tiles).next_multiple_of(lanes).min(64);
+    (threads, col_threads.div_ceil(threads))
 }
 
 /// Records `out[i] = Σ_s partial[s, i]`, with `partial` of shape [splits, out.len()].
@@ -631,16 +689,26 @@ pub fn backward_weight_into(
     // K = N·OH·OW is long and M·N = Cout·Cin·KH·KW small: split K so that enough
     // workgroups run and no thread sums too many terms.
     let (m, n) = (g.out_channels, g.in_channels * g.taps());
-    if (m <= NARROW_M && n <= NARROW_WEIGHT_N) || (m <= WIDE_M && n <= WIDE_WEIGHT_N) {
+    let tuning = rec.gpu().tuning();
+    let rows = tuning == Tuning::Cpu && (m > WIDE_M || n >= ROWS_MIN_WEIGHT_N);
+    if m <= NARROW_M && n <= NARROW_WEIGHT_N || m <= WIDE_M && n <= WIDE_WEIGHT_N && !rows {
         return record_weight_narrow(rec, &g, positions, dw, [x, dy]);
     }
-    let (_, tile_m, tile_n) = gemm_tile(m, n);
-    let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
-    let wanted = TARGET_WORKGROUPS
-        .div_ceil(tiles)
-        .min(positions.div_ceil(MIN_SPLIT_K));
+    // Workgroups per slice of K, how many to aim for, and what slices are multiples of.
+    let (blocks, target, step) = match tuning {
+        Tuning::Cpu => {
+            let (_, tiles_n) = rows_threads(rec.gpu(), n);
+            (tiles_n * m.div_ceil(32), CPU_WORKGROUPS, 1)
+        }
+        Tuning::Gpu => {
+            let (_, tile_m, tile_n) = gemm_tile(m, n);
+            let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
+            (tiles, TARGET_WORKGROUPS, TILE_K)
+        }
+    };
+    let wanted = target.div_ceil(blocks).min(positions.div_ceil(MIN_SPLIT_K));
     let [splits, k_per_split] =
-        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, TILE_K);
+        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, step);
     let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
     record_gemm(
         rec,

@@ -6,6 +6,7 @@ pub mod reference;
 
 use std::sync::OnceLock;
 
+use cenet::gpu::{AdapterChoice, Tuning};
 use cenet::{Gpu, Tensor};
 use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,6 +27,25 @@ pub fn gpu() -> &'static Gpu {
         let _ = env_logger::builder().is_test(true).try_init();
         Gpu::new().expect("a GPU adapter (install mesa-vulkan-drivers on Linux without a GPU)")
     })
+}
+
+/// One device per kernel tuning (see `cenet::gpu::Tuning`), for the kernels that have variants
+/// for each: both run on whatever adapter the machine has.
+pub fn gpus_of_each_tuning() -> [(Tuning, &'static Gpu); 2] {
+    static CPU: OnceLock<Gpu> = OnceLock::new();
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    let open = |tuning| {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let choice = AdapterChoice {
+            tuning: Some(tuning),
+            ..AdapterChoice::from_env()
+        };
+        pollster::block_on(Gpu::new_async(choice)).expect("a GPU adapter")
+    };
+    [
+        (Tuning::Cpu, CPU.get_or_init(|| open(Tuning::Cpu))),
+        (Tuning::Gpu, GPU.get_or_init(|| open(Tuning::Gpu))),
+    ]
 }
 
 /// A seeded generator of test inputs.
@@ -69,12 +89,22 @@ pub fn through_f32(v: &[f64]) -> Vec<f64> {
 
 /// Uploads float64 values as an f32 tensor.
 pub fn upload(shape: &[usize], v: &[f64]) -> Tensor {
-    Tensor::from_slice(gpu(), shape, &to_f32(v)).expect("upload")
+    upload_to(gpu(), shape, v)
+}
+
+/// Uploads float64 values as an f32 tensor on `gpu`.
+pub fn upload_to(gpu: &Gpu, shape: &[usize], v: &[f64]) -> Tensor {
+    Tensor::from_slice(gpu, shape, &to_f32(v)).expect("upload")
 }
 
 /// Reads a tensor back as float64.
 pub fn download(t: &Tensor) -> Vec<f64> {
-    t.to_vec(gpu())
+    download_from(gpu(), t)
+}
+
+/// Reads a tensor on `gpu` back as float64.
+pub fn download_from(gpu: &Gpu, t: &Tensor) -> Vec<f64> {
+    t.to_vec(gpu)
         .expect("download")
         .into_iter()
         .map(f64::from)
