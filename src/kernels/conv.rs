@@ -324,7 +324,8 @@ const ROWS_COLS: usize = 8;
 /// and of M ≤ 32 with fewer columns than this (too few to fill a workgroup of the row-block
 /// kernel); the row-block kernel takes the rest.
 const ROWS_MIN_WEIGHT_N: usize = 64;
-/// Workgroups a weight-gradient GEMM aims for under CPU tuning: a few per core.
+/// Workgroups a weight-gradient GEMM aims for under CPU tuning: a few per core, so that the
+/// partial sums stay few (at 512, their reduction took 2 % of a ResNet-20 step on lavapipe).
 const CPU_WORKGROUPS: usize = 64;
 
 /// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
@@ -418,7 +419,11 @@ fn record_weight_narrow(
     let narrow = m <= NARROW_M && n <= NARROW_WEIGHT_N;
     let cols = if narrow { 8 } else { 4 };
     let per_group = 64 / n.div_ceil(cols);
-    let wanted = (TARGET_WORKGROUPS * per_group).min(positions.div_ceil(MIN_SPLIT_K));
+    let target = match rec.gpu().tuning() {
+        Tuning::Cpu => CPU_WORKGROUPS,
+        Tuning::Gpu => TARGET_WORKGROUPS,
+    };
+    let wanted = (target * per_group).min(positions.div_ceil(MIN_SPLIT_K));
     let [splits, k_per_split] =
         split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, 1);
     let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
