@@ -48,10 +48,14 @@ fn first(v: Elem) -> f32 {
 // The group size d (p.d), fixed per pipeline so that loops over channels unroll.
 override D: u32 = 16u;
 const WG: u32 = 64u;
-// 4×4 blocks per side of the d×d matrix, blocks, and threads per block.
+// 4×4 blocks per side of the d×d matrix, blocks, and threads per block; the forward pass
+// sums only the blocks on and above the diagonal (TRI of them, TRI_LANES threads each), as
+// the co-moment is symmetric.
 override NB: u32 = (D + 3u) / 4u;
 override BLOCKS: u32 = NB * NB;
 override LANES: u32 = WG / BLOCKS;
+override TRI: u32 = NB * (NB + 1u) / 2u;
+override TRI_LANES: u32 = WG / TRI;
 
 var<workgroup> red: array<f32, 512>;    // up to 8 sums of each of the 64 threads
 var<workgroup> row_sum: array<f32, 16>; // forward: Σ (x_i − x_0,i) over the slice
@@ -136,20 +140,41 @@ fn shifted(q: Quad, shift: vec4<f32>) -> Quad {
     return Quad(q.r0 - shift.x, q.r1 - shift.y, q.r2 - shift.z, q.r3 - shift.w);
 }
 
-// The total over the LANES threads of block b of sum c (of `width` per thread) in red.
-fn red_total(b: u32, c: u32, width: u32) -> f32 {
+// The total over the `lanes` threads of block b of sum c (of `width` per thread) in red.
+fn red_total(b: u32, c: u32, width: u32, lanes: u32) -> f32 {
     var total = 0.0;
-    for (var q = 0u; q < LANES; q += 1u) {
-        total += red[(b * LANES + q) * width + c];
+    for (var q = 0u; q < lanes; q += 1u) {
+        total += red[(b * lanes + q) * width + c];
     }
     return total;
+}
+
+// Block t of the blocks on and above the diagonal, row by row, as (block row, block column).
+fn tri_block(t: u32) -> vec2<u32> {
+    var r = t;
+    var a = 0u;
+    while (a + 1u < NB && r >= NB - a) {
+        r -= NB - a;
+        a += 1u;
+    }
+    return vec2<u32>(a, a + r);
+}
+
+// The index of diagonal block (a, a) among the blocks on and above the diagonal.
+fn tri_diagonal(a: u32) -> u32 {
+    return a * NB - a * (a - min(a, 1u)) / 2u;
 }
 
 // Sums the threads' 4×4 blocks acc (row-major, lanes added by `total`) over the lanes of
 // each block and writes matrix entry (i, k) to partials[out + D + i·D + k], minus
 // row_sum[i]·row_sum[k]/count when centre is set: two rows of every block at a time,
-// through red. Every thread of the workgroup must call it.
-fn write_blocks(acc: array<Elem, 16>, lid: u32, out: u32, centre: bool, count: f32) {
+// through red. With `upper`, the blocks are those on and above the diagonal (TRI_LANES
+// threads each) and each also fills its mirror image below. Every thread of the workgroup
+// must call it.
+fn write_blocks(acc: array<Elem, 16>, lid: u32, out: u32, centre: bool, count: f32,
+                upper: bool) {
+    let blocks = select(BLOCKS, TRI, upper);
+    let lanes = select(LANES, TRI_LANES, upper);
     for (var half = 0u; half < 2u; half += 1u) {
         let r = 8u * half;
         red[lid * 8u] = total(acc[r]);
@@ -161,17 +186,24 @@ fn write_blocks(acc: array<Elem, 16>, lid: u32, out: u32, centre: bool, count: f
         red[lid * 8u + 6u] = total(acc[r + 6u]);
         red[lid * 8u + 7u] = total(acc[r + 7u]);
         workgroupBarrier();
-        for (var t = lid; t < BLOCKS * 8u; t += WG) {
+        for (var t = lid; t < blocks * 8u; t += WG) {
             let bt = t / 8u;
             let c = t % 8u;
-            let i = 4u * (bt / NB) + 2u * half + c / 4u;
-            let k = 4u * (bt % NB) + c % 4u;
+            var ab = vec2<u32>(bt / NB, bt % NB);
+            if (upper) {
+                ab = tri_block(bt);
+            }
+            let i = 4u * ab.x + 2u * half + c / 4u;
+            let k = 4u * ab.y + c % 4u;
             if (i < D && k < D) {
-                var sum = red_total(bt, c, 8u);
+                var sum = red_total(bt, c, 8u, lanes);
                 if (centre) {
                     sum -= row_sum[i] * row_sum[k] / count;
                 }
                 partials[out + D + i * D + k] = sum;
+                if (upper && ab.x != ab.y) {
+                    partials[out + D + k * D + i] = sum;
+                }
             }
         }
         workgroupBarrier();
@@ -194,19 +226,20 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     if (u.index >= p.n * p.groups * p.slices) {
         return;
     }
-    let blk = lid / LANES;
-    let q = lid % LANES;
-    let a = blk / NB;
-    let b = blk % NB;
+    let blk = lid / TRI_LANES;
+    let q = lid % TRI_LANES;
+    let ab = tri_block(min(blk, TRI - 1u));
+    let a = ab.x;
+    let b = ab.y;
 
     // Every sum is taken of values shifted by the slice's first position, x_0.
     var acc: array<Elem, 16>;
     let zero = Elem(0.0);
     var sum_a = Quad(zero, zero, zero, zero);
-    if (blk < BLOCKS && (p.training == 1u || a == b)) {
+    if (blk < TRI && (p.training == 1u || a == b)) {
         let shift_a = first_values(u, 4u * a);
         let shift_b = first_values(u, 4u * b);
-        for (var j = u.e0 + q; j < u.e1; j += LANES) {
+        for (var j = u.e0 + q; j < u.e1; j += TRI_LANES) {
             let xa = shifted(quad(false, u.base, 4u * a, j), shift_a);
             let xb = shifted(quad(false, u.base, 4u * b, j), shift_b);
             add_outer(&acc, xa, xb);
@@ -218,7 +251,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     stage_rows(lid, sum_a);
     workgroupBarrier();
     if (lid < D) {
-        row_sum[lid] = red_total((lid / 4u) * (NB + 1u), lid % 4u, 4u);
+        row_sum[lid] = red_total(tri_diagonal(lid / 4u), lid % 4u, 4u, TRI_LANES);
     }
     workgroupBarrier();
     let out = u.index * (D + D * D);
@@ -226,7 +259,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
         let x0 = first(x[u.base + lid * p.hw_elems + u.e0]);
         partials[out + lid] = x0 + row_sum[lid] / u.count;
     }
-    write_blocks(acc, lid, out, true, u.count);
+    write_blocks(acc, lid, out, true, u.count, true);
 }
 
 // x_0 of channels row0..row0 + 3 (zero past d): the slice's first position.
@@ -264,8 +297,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
     stage_rows(lid, sum_a);
     workgroupBarrier();
     if (lid < D) {
-        partials[out + lid] = red_total((lid / 4u) * NB, lid % 4u, 4u);
+        partials[out + lid] = red_total((lid / 4u) * NB, lid % 4u, 4u, LANES);
     }
     workgroupBarrier();
-    write_blocks(acc, lid, out, false, 1.0);
+    write_blocks(acc, lid, out, false, 1.0, false);
 }
