@@ -3,12 +3,14 @@
 // position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form) or the
 // group mean (centred variant). Wm is P_T (training) or running_wm (evaluation).
 //
-// One workgroup per group and run of 64 Elems of positions, one thread per Elem: it reads
-// its d channel values once and writes d outputs. Elem is f32 here and vec4<f32>, 4
-// consecutive positions of one plane, in the variant ce_apply4 (build.rs) that the host uses
-// when H·W is a multiple of 4: there every matrix entry a thread reads serves 4 positions,
-// and every load and store moves 4 values. The matrix is staged by rows of vec4s, so a
-// thread reads it with d·⌈d/4⌉ loads.
+// One workgroup per group and run of 128 Elems of positions, two Elems per thread (e and
+// e + 64): it reads their d channel values once and writes d outputs for each. Elem is f32
+// here and vec4<f32>, 4 consecutive positions of one plane, in the variant ce_apply4
+// (build.rs) that the host uses when H·W is a multiple of 4: there every matrix entry a
+// thread reads serves 8 positions, and every load and store moves 4 values. The matrix is
+// staged by rows of vec4s, so a thread reads it with d·⌈d/4⌉ loads; on a software
+// rasteriser, which loads workgroup memory lane by lane, those loads cost as much as the
+// multiply-adds they feed, hence two Elems per thread.
 //
 // x, y:         [N, C, H·W] row-major, as Elems
 // matrices:     group g's d×d matrix (row-major) at g·w_stride + w_offset
@@ -42,7 +44,7 @@ fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
     let elems = p.hw_elems;
-    let chunks = (p.n * elems + WG - 1u) / WG;
+    let chunks = (p.n * elems + 2u * WG - 1u) / (2u * WG);
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
@@ -62,28 +64,43 @@ fn ce_apply(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
 
-    let e = (linear % chunks) * WG + lid;
-    if (e >= p.n * elems) {
+    // This thread's two Elems: e and e + WG (the second may lie past the end).
+    let e = (linear % chunks) * 2u * WG + lid;
+    let total_elems = p.n * elems;
+    if (e >= total_elems) {
         return;
     }
+    let second = e + WG < total_elems;
+    let e2 = min(e + WG, total_elems - 1u);
     let n = e / elems;
+    let n2 = e2 / elems;
     let base = (n * p.c + g * D) * elems + e % elems;
-    var xs: array<Elem, 16>;
+    let base2 = (n2 * p.c + g * D) * elems + e2 % elems;
     var centred: array<Elem, 16>;
+    var centred2: array<Elem, 16>;
     for (var k = 0u; k < D; k += 1u) {
-        xs[k] = x[base + k * elems];
-        centred[k] = xs[k] - mu[k];
+        centred[k] = x[base + k * elems] - mu[k];
+        centred2[k] = x[base2 + k * elems] - mu[k];
     }
     let reweight = (1.0 - lam) / scalars[0];
     let s_row = n * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * D;
+    let s_row2 = n2 * (3u * p.c + p.hidden + 1u) + 2u * p.c + g * D;
     for (var i = 0u; i < D; i += 1u) {
-        var acc = (reweight * sample_stats[s_row + i]) * xs[i];
+        // s ⊙ x with x = (x − μ₀) + μ₀
+        var acc = (reweight * sample_stats[s_row + i]) * (centred[i] + mu[i]);
+        var acc2 = (reweight * sample_stats[s_row2 + i]) * (centred2[i] + mu[i]);
         for (var j = 0u; j < DQ; j += 1u) {
             let w = wmat[i * DQ + j];
-            acc += w.x * centred[4u * j] + w.y * centred[4u * j + 1u]
-                + w.z * centred[4u * j + 2u] + w.w * centred[4u * j + 3u];
+            let k0 = 4u * j;
+            acc += w.x * centred[k0] + w.y * centred[k0 + 1u] + w.z * centred[k0 + 2u]
+                + w.w * centred[k0 + 3u];
+            acc2 += w.x * centred2[k0] + w.y * centred2[k0 + 1u] + w.z * centred2[k0 + 2u]
+                + w.w * centred2[k0 + 3u];
         }
         y[base + i * elems] = acc;
+        if (second) {
+            y[base2 + i * elems] = acc2;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //     dx_i = Σ_k K_ik dy_k + Σ_k B_ik (x_k − μ_k) + c_i
 //          + ((1 − λ)/κ) s[n, c] dy_i + dv[n, c] · 2 (x_i − x̄[n, c]) / (H·W − 1),
 // where c = g·d + i and dv includes κ's term (scalars[2]). As in ce_apply, one workgroup
-// per group and run of 64 Elems, one thread per Elem, with Elem = f32 here and vec4<f32>
+// per group and run of 128 Elems, two Elems per thread, with Elem = f32 here and vec4<f32>
 // (4 positions) in the variant ce_input_grad4 that the host uses when H·W is a multiple
 // of 4; K and B are staged by rows of vec4s.
 //
@@ -42,7 +42,7 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
     let elems = p.hw_elems;
-    let chunks = (p.n * elems + WG - 1u) / WG;
+    let chunks = (p.n * elems + 2u * WG - 1u) / (2u * WG);
     let linear = wid.y * nwg.x + wid.x;
     let g = linear / chunks;
     if (g >= p.groups) {
@@ -60,19 +60,27 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
 
-    let e = (linear % chunks) * WG + lid;
-    if (e >= p.n * elems) {
+    // This thread's two Elems: e and e + WG (the second may lie past the end).
+    let e = (linear % chunks) * 2u * WG + lid;
+    let total_elems = p.n * elems;
+    if (e >= total_elems) {
         return;
     }
+    let second = e + WG < total_elems;
+    let e2 = min(e + WG, total_elems - 1u);
     let n = e / elems;
+    let n2 = e2 / elems;
     let base = (n * p.c + g * D) * elems + e % elems;
-    var xs: array<Elem, 16>;
+    let base2 = (n2 * p.c + g * D) * elems + e2 % elems;
     var gs: array<Elem, 16>;
     var centred: array<Elem, 16>;
+    var gs2: array<Elem, 16>;
+    var centred2: array<Elem, 16>;
     for (var k = 0u; k < D; k += 1u) {
-        xs[k] = x[base + k * elems];
         gs[k] = dy[base + k * elems];
-        centred[k] = xs[k] - mu[k];
+        centred[k] = x[base + k * elems] - mu[k];
+        gs2[k] = dy[base2 + k * elems];
+        centred2[k] = x[base2 + k * elems] - mu[k];
     }
     let kappa = scalars[0];
     let lam = scalars[1];
@@ -81,8 +89,11 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
     let var_scale = 2.0 / f32(p.hw - 1u);
     let ss = n * (3u * p.c + p.hidden + 1u) + g * D;
     let ag = n * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * D;
+    let ss2 = n2 * (3u * p.c + p.hidden + 1u) + g * D;
+    let ag2 = n2 * (3u * p.c + 4u * p.hidden + 1u) + p.c + g * D;
     for (var i = 0u; i < D; i += 1u) {
         var acc = Elem(offset[i]);
+        var acc2 = acc;
         for (var j = 0u; j < DQ; j += 1u) {
             let kq = kmat[i * DQ + j];
             let bq = bmat[i * DQ + j];
@@ -90,12 +101,25 @@ fn ce_input_grad(@builtin(workgroup_id) wid: vec3<u32>,
             acc += kq.x * gs[k0] + kq.y * gs[k0 + 1u] + kq.z * gs[k0 + 2u] + kq.w * gs[k0 + 3u];
             acc += bq.x * centred[k0] + bq.y * centred[k0 + 1u] + bq.z * centred[k0 + 2u]
                 + bq.w * centred[k0 + 3u];
+            acc2 += kq.x * gs2[k0] + kq.y * gs2[k0 + 1u] + kq.z * gs2[k0 + 2u]
+                + kq.w * gs2[k0 + 3u];
+            acc2 += bq.x * centred2[k0] + bq.y * centred2[k0 + 1u] + bq.z * centred2[k0 + 2u]
+                + bq.w * centred2[k0 + 3u];
         }
+        // x − x̄ = (x − μ) + (μ − x̄)
         let s = sample_stats[ss + 2u * p.c + i];
         let xbar = sample_stats[ss + p.c + i];
         let dv = ar_grad[ag + i] + dv_kappa;
-        acc += (reweight * s) * gs[i] + (dv * var_scale) * (xs[i] - xbar);
+        acc += (reweight * s) * gs[i] + (dv * var_scale) * (centred[i] + (mu[i] - xbar));
         dx[base + i * elems] = acc;
+        if (second) {
+            let s2 = sample_stats[ss2 + 2u * p.c + i];
+            let xbar2 = sample_stats[ss2 + p.c + i];
+            let dv2 = ar_grad[ag2 + i] + dv_kappa;
+            acc2 += (reweight * s2) * gs2[i]
+                + (dv2 * var_scale) * (centred2[i] + (mu[i] - xbar2));
+            dx[base2 + i * elems] = acc2;
+        }
     }
 }
 

@@ -599,7 +599,8 @@ fn kernel(shader: &'static str, bindings: &'static [Binding]) -> KernelSpec {
 
 /// One of the passes over every element that work in Elems (`ce_apply`, `ce_input_grad`):
 /// the vec4 variant `shader4` with 4 positions per thread when H·W is a multiple of 4,
-/// with its parameters and the workgroups to dispatch (runs of 64 Elems per group).
+/// with its parameters and the workgroups to dispatch (runs of 128 Elems per group, two per
+/// thread).
 fn per_element_pass(
     gpu: &Gpu,
     [shader, shader4]: [&'static str; 2],
@@ -615,7 +616,7 @@ fn per_element_pass(
         shader
     };
     let spec = KernelSpec::new(name, shader, bindings).with("D", geo.d as f64);
-    let chunks = (geo.n * p.hw_elems as usize).div_ceil(THREADS);
+    let chunks = (geo.n * p.hw_elems as usize).div_ceil(2 * THREADS);
     (spec, p, grid(gpu, (geo.groups * chunks) as u32))
 }
 
