@@ -6,6 +6,7 @@ mod common;
 
 use cenet::kernels::batchnorm::{self, BatchNorm2d, BatchNormGrads, SavedStats};
 use cenet::kernels::Recorder;
+use cenet::Gpu;
 use common::reference::batchnorm::{batch_stats, BatchNorm2dRef};
 use common::*;
 
@@ -35,12 +36,16 @@ fn random_layer(rng: &mut Rng, channels: usize) -> BatchNorm2dRef {
 
 /// The same layer on the GPU.
 fn upload_layer(l: &BatchNorm2dRef) -> BatchNorm2d {
+    upload_layer_to(gpu(), l)
+}
+
+fn upload_layer_to(gpu: &Gpu, l: &BatchNorm2dRef) -> BatchNorm2d {
     let c = l.weight.len();
     BatchNorm2d {
-        weight: upload(&[c], &l.weight),
-        bias: upload(&[c], &l.bias),
-        running_mean: upload(&[c], &l.running_mean),
-        running_var: upload(&[c], &l.running_var),
+        weight: upload_to(gpu, &[c], &l.weight),
+        bias: upload_to(gpu, &[c], &l.bias),
+        running_mean: upload_to(gpu, &[c], &l.running_mean),
+        running_var: upload_to(gpu, &[c], &l.running_var),
         num_batches_tracked: l.num_batches_tracked,
         eps: l.eps as f32,
         momentum: l.momentum as f32,
@@ -66,6 +71,7 @@ fn inv_std(var: &[f64], eps: f64) -> Vec<f64> {
 /// Runs a training forward pass on both and compares everything it produces.
 #[track_caller]
 fn check_train_step(
+    gpu: &Gpu,
     name: &str,
     gpu_layer: &mut BatchNorm2d,
     reference: &mut BatchNorm2dRef,
@@ -73,30 +79,35 @@ fn check_train_step(
     xs: [usize; 4],
     tol_y: f64,
 ) {
-    let (y, saved) = batchnorm::forward_train(gpu(), gpu_layer, &upload(&xs, x)).unwrap();
+    let (y, saved) = batchnorm::forward_train(gpu, gpu_layer, &upload_to(gpu, &xs, x)).unwrap();
     let want = reference.train_step(x, xs);
-    assert_close(&format!("{name}: y"), &download(&y), &want.y, tol_y);
+    assert_close(
+        &format!("{name}: y"),
+        &download_from(gpu, &y),
+        &want.y,
+        tol_y,
+    );
     assert_close(
         &format!("{name}: saved mean"),
-        &download(&saved.mean),
+        &download_from(gpu, &saved.mean),
         &want.mean,
         TOL_REDUCTION,
     );
     assert_close(
         &format!("{name}: saved inv_std"),
-        &download(&saved.inv_std),
+        &download_from(gpu, &saved.inv_std),
         &inv_std(&want.var, reference.eps),
         TOL_REDUCTION,
     );
     assert_close(
         &format!("{name}: running_mean"),
-        &download(&gpu_layer.running_mean),
+        &download_from(gpu, &gpu_layer.running_mean),
         &want.running_mean,
         TOL_REDUCTION,
     );
     assert_close(
         &format!("{name}: running_var"),
-        &download(&gpu_layer.running_var),
+        &download_from(gpu, &gpu_layer.running_var),
         &want.running_var,
         TOL_REDUCTION,
     );
@@ -114,6 +125,7 @@ fn batchnorm2d_train_forward_matches_reference_for_odd_and_even_shapes() {
         let mut layer = upload_layer(&reference);
         let x = random_input(&mut rng, xs);
         check_train_step(
+            gpu(),
             &format!("train {xs:?}"),
             &mut layer,
             &mut reference,
@@ -136,6 +148,7 @@ fn batchnorm2d_running_statistics_follow_three_training_steps_then_drive_eval() 
         for step in 1..=3 {
             let x = random_input(&mut rng, xs);
             check_train_step(
+                gpu(),
                 &format!("momentum {momentum}, step {step}"),
                 &mut layer,
                 &mut reference,
@@ -180,8 +193,9 @@ fn batchnorm2d_eval_forward_uses_running_statistics() {
 
 #[test]
 fn batchnorm2d_statistics_stay_accurate_for_131072_values_with_a_large_mean() {
-    // m = N·H·W = 131,072 values per channel, summarised by 32 workgroups each. Channel 0 is
-    // 1000 + N(0, 1): a naive f32 Σx² − (Σx)²/m loses the variance entirely there.
+    // m = N·H·W = 131,072 values per channel, summarised by 32 workgroups each under GPU
+    // tuning and 4 under CPU tuning. Channel 0 is 1000 + N(0, 1): a naive f32
+    // Σx² − (Σx)²/m loses the variance entirely there.
     let xs = [8, 3, 128, 128];
     let mut rng = Rng::new(13);
     let (offsets, scales) = ([1000.0, -50.0, 0.0], [1.0, 0.5, 3.0]);
@@ -196,45 +210,45 @@ fn batchnorm2d_statistics_stay_accurate_for_131072_values_with_a_large_mean() {
         })
         .collect();
     let x = through_f32(&x);
-    let mut reference = random_layer(&mut rng, xs[1]);
-    let mut layer = upload_layer(&reference);
-    check_train_step(
-        "m = 131072",
-        &mut layer,
-        &mut reference,
-        &x,
-        xs,
-        TOL_LARGE_OFFSET,
-    );
-
-    // The gradient sums Σdy and Σdy·x̂ go through the same two-level reduction.
-    let (mean, var) = batch_stats(&x, xs);
-    let saved = SavedStats {
-        mean: upload(&[3], &mean),
-        inv_std: upload(&[3], &inv_std(&var, reference.eps)),
-    };
+    let initial = random_layer(&mut rng, xs[1]);
     let dy = through_f32(&rng.normal(x.len()));
-    let (xt, dyt) = (upload(&xs, &x), upload(&xs, &dy));
-    let grads = batchnorm::backward(gpu(), &layer, &xt, &dyt, &saved).unwrap();
-    let want = reference.backward(&x, xs, &dy);
-    assert_close(
-        "m = 131072: dbias",
-        &download(&grads.dbias),
-        &want.dbias,
-        TOL_REDUCTION,
-    );
-    assert_close(
-        "m = 131072: dweight",
-        &download(&grads.dweight),
-        &want.dweight,
-        TOL_LARGE_OFFSET,
-    );
-    assert_close(
-        "m = 131072: dx",
-        &download(&grads.dx),
-        &want.dx,
-        TOL_LARGE_OFFSET,
-    );
+
+    for (tuning, gpu) in gpus_of_each_tuning() {
+        let name = format!("m = 131072, {tuning:?} tuning");
+        let mut reference = initial.clone();
+        let mut layer = upload_layer_to(gpu, &reference);
+        check_train_step(
+            gpu,
+            &name,
+            &mut layer,
+            &mut reference,
+            &x,
+            xs,
+            TOL_LARGE_OFFSET,
+        );
+
+        // The gradient sums Σdy and Σdy·x̂ go through the same two-level reduction.
+        let (mean, var) = batch_stats(&x, xs);
+        let saved = SavedStats {
+            mean: upload_to(gpu, &[3], &mean),
+            inv_std: upload_to(gpu, &[3], &inv_std(&var, reference.eps)),
+        };
+        let (xt, dyt) = (upload_to(gpu, &xs, &x), upload_to(gpu, &xs, &dy));
+        let grads = batchnorm::backward(gpu, &layer, &xt, &dyt, &saved).unwrap();
+        let want = reference.backward(&x, xs, &dy);
+        for (what, got, want, tol) in [
+            ("dbias", &grads.dbias, &want.dbias, TOL_REDUCTION),
+            ("dweight", &grads.dweight, &want.dweight, TOL_LARGE_OFFSET),
+            ("dx", &grads.dx, &want.dx, TOL_LARGE_OFFSET),
+        ] {
+            assert_close(
+                &format!("{name}: {what}"),
+                &download_from(gpu, got),
+                want,
+                tol,
+            );
+        }
+    }
 }
 
 #[test]

@@ -29,9 +29,14 @@ pub enum Tuning {
 }
 
 impl Tuning {
-    /// The tuning an adapter of `device_type` gets unless the user chose one.
-    pub fn for_device(device_type: wgpu::DeviceType) -> Self {
-        if device_type == wgpu::DeviceType::Cpu {
+    /// The tuning an adapter gets unless the user chose one: `Cpu` for a software adapter
+    /// reached natively (lavapipe, where the CPU kernels were measured), `Gpu` otherwise. In
+    /// a browser the software adapter (SwiftShader under Chromium) compiles shaders with a
+    /// JIT of its own, which took minutes over the large unrolled blocks of the CPU
+    /// kernels, so it keeps the GPU ones.
+    pub fn for_adapter(adapter: &AdapterSummary) -> Self {
+        let native = adapter.backend != wgpu::Backend::BrowserWebGpu;
+        if adapter.device_type == wgpu::DeviceType::Cpu && native {
             Tuning::Cpu
         } else {
             Tuning::Gpu

@@ -49,9 +49,7 @@ impl Gpu {
         });
         let adapter = adapter::select(&instance, &choice).await?;
         let summary = AdapterSummary::of(&adapter);
-        let tuning = choice
-            .tuning
-            .unwrap_or(Tuning::for_device(summary.device_type));
+        let tuning = choice.tuning.unwrap_or(Tuning::for_adapter(&summary));
         log::info!("cenet: using {summary}, {tuning:?} tuning");
 
         // Ask for everything the adapter offers instead of wgpu's conservative defaults, so
