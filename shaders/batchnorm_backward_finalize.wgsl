@@ -1,8 +1,10 @@
 // Batch normalisation backward, reduction pass 2 of 2: one workgroup per channel adds the
 // chunk partials into dbias = Σdy and dweight = Σdy·x̂, and prepares the per-channel
 // coefficients of the input gradient
-//     dx = weight·inv_std · (dy − Σdy/m − x̂ · Σdy·x̂/m),   x̂ = (x − mean)·inv_std,
-// as (weight·inv_std, Σdy/m, inv_std·Σdy·x̂/m, mean), so the dx pass needs one load per channel.
+//     dx = weight·inv_std · (dy − Σdy/m − x̂ · Σdy·x̂/m),
+//     x̂ = (x − mean)·inv_std,
+// as (weight·inv_std, Σdy/m, inv_std·Σdy·x̂/m, mean), so the dx pass needs one load per
+// channel.
 //
 // partials:                [C, chunks, 2] row-major, (Σdy, Σdy·x̂) of one chunk
 // weight, mean, inv_std:   [C]

@@ -1,7 +1,7 @@
 // The CE output in one pass over X: for each sample n and group g the linear map
 // M = λ·Wm + ((1 − λ)/κ)·diag(s[n, g·d .. g·d + d]) applied to the d channels at every
-// position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form) or the
-// group mean (centred variant). Wm is P_T (training) or running_wm (evaluation).
+// position, y = λ·Wm·(x − μ₀) + ((1 − λ)/κ)·s ⊙ x, with μ₀ = 0 (released form)
+// or the group mean (centred variant). Wm is P_T (training) or running_wm (evaluation).
 //
 // One workgroup per group and run of 128 Elems of positions, two Elems per thread (e and
 // e + 64): it reads their d channel values once and writes d outputs for each. Elem is f32

@@ -4,7 +4,9 @@
 // 2. Ā_T = λ·D_in with D_in = D (released form) or D − (Σ dY) μᵀ (centred, where it is
 //    also scaled by sqrt(r) and feeds dr); backward through the T Newton–Schulz steps
 //        dS += −0.5 (P_k³)ᵀ Ā_{k+1};
-//        Ā_k = 1.5 Ā_{k+1} − 0.5 (Ā_{k+1}(P_k² S)ᵀ + P_kᵀ Ā_{k+1} (P_k S)ᵀ + (P_k²)ᵀ Ā_{k+1} Sᵀ)
+//        Ā_k = 1.5 Ā_{k+1}
+//              − 0.5 (Ā_{k+1}(P_k² S)ᵀ + P_kᵀ Ā_{k+1} (P_k S)ᵀ
+//                     + (P_k²)ᵀ Ā_{k+1} Sᵀ)
 //    then r = 1/tr Σ, dr = ⟨dS, Σ⟩, dΣ = r dS − r² dr I;
 // 3. the per-group pieces of the fused dX pass: K = λ Wmᵀ, B = (dΣ + dΣᵀ)/m, μ, the
 //    centred variant's offset c = −K (Σ dY)/m, and ⟨D_in, Wm⟩ for dθ.

@@ -1,7 +1,8 @@
 // Backward through the CE reweighting MLP, one workgroup per sample n. With
 // E[n, c] = Σ_hw dY·X (from ce_newton_backward), ds = (1 − λ) E / κ:
-//     dz = ds ⊙ s ⊙ (1 − s);  da = W2ᵀ dz;  dhl = da ⊙ [γ ĥ + β > 0];  dĥ = dhl ⊙ γ;
-//     dh = (dĥ − mean dĥ − ĥ · mean(dĥ ⊙ ĥ)) / σ_h;  dv = W1ᵀ dh  (κ's term is added later).
+//     dz = ds ⊙ s ⊙ (1 − s);  da = W2ᵀ dz;  dhl = da ⊙ [γ ĥ + β > 0];
+//     dĥ = dhl ⊙ γ;  dh = (dĥ − mean dĥ − ĥ · mean(dĥ ⊙ ĥ)) / σ_h;
+//     dv = W1ᵀ dh  (κ's term is added later).
 // The per-sample pieces of the weight gradients (dz, a, dh, dhl, dhl·ĥ) and q = Σ_c E·s
 // (for dκ and dθ) are written for ce_weight_grad and ce_backward_scalars.
 //

@@ -13,10 +13,10 @@
 // channel values straight from the tensors and does 16 multiply-adds. Nothing is staged in
 // workgroup memory and no barrier is passed until the lanes' sums are added at the end.
 // The forward pass sums values shifted by the slice's first position x_0, then centres:
-// Σ(x − x̄)(x − x̄)ᵀ = Σ(x − x_0)(x − x_0)ᵀ − L·(x̄ − x_0)(x̄ − x_0)ᵀ. The subtraction
-// cancels (1 + (x̄ − x_0)²/σ²)-fold, a small factor since x_0 is one of the data, however
-// far the channel's mean lies from zero (raw moments, E[xxᵀ] − x̄x̄ᵀ, would cancel
-// (1 + x̄²/σ²)-fold).
+// Σ(x − x̄)(x − x̄)ᵀ = Σ(x − x_0)(x − x_0)ᵀ − L·(x̄ − x_0)(x̄ − x_0)ᵀ.
+// The subtraction cancels (1 + (x̄ − x_0)²/σ²)-fold, a small factor since x_0 is one
+// of the data, however far the channel's mean lies from zero (raw moments,
+// E[xxᵀ] − x̄x̄ᵀ, would cancel (1 + x̄²/σ²)-fold).
 //
 // Positions are taken an Elem at a time: Elem is f32 here and vec4<f32>, 4 consecutive
 // positions, in the variant ce_stats4 (build.rs) that the host uses when H·W is a multiple

@@ -3,8 +3,8 @@
 // row; a workgroup of 256 threads covers 256 / LANES rows. Per row:
 //   1. the maximum logit and its first index (tree reduction, ties to the lower index);
 //   2. Σ exp(x − max) and Σ x (tree reduction);
-//   3. loss = log Σ exp(x − max) + (1 − ε)·(max − x_label) + ε·(max − mean x), which is
-//      −Σ_j target_j · log softmax_j rearranged so that no term overflows;
+//   3. loss = log Σ exp(x − max) + (1 − ε)·(max − x_label) + ε·(max − mean x),
+//      which is −Σ_j target_j · log softmax_j rearranged so that no term overflows;
 //      correct = 1 when the first maximum is at the label;
 //   4. with WRITE_GRAD: dlogits = (softmax − target) · grad_scale (1/N for the mean loss).
 // A label ≥ K is ignored on the GPU: its row has loss 0, correct 0 and gradient 0.

@@ -7,8 +7,8 @@
 //! P ← 1.5P − 0.5P³S from P₀ = I, and y_bd = P_T·x on the *uncentred* x. The reweighting
 //! branch takes the unbiased spatial variance v[n,c], runs it through Linear(C→C/r) →
 //! LayerNorm → ReLU → Linear(C/r→C) → sigmoid to get s[n,c], and y_ar = X·s/κ with
-//! κ = sqrt(mean v). The output is Y = λ·y_bd + (1−λ)·y_ar with λ = sigmoid(θ), applied in one
-//! pass as the per-(sample, group) linear map M = λP_T + ((1−λ)/κ)·diag(s).
+//! κ = sqrt(mean v). The output is Y = λ·y_bd + (1−λ)·y_ar with λ = sigmoid(θ), applied in
+//! one pass as the per-(sample, group) linear map M = λP_T + ((1−λ)/κ)·diag(s).
 //!
 //! Kernel plan (`shaders/ce_*.wgsl`), forward:
 //! 1. `ce_stats` (forward): per (sample, group, slice of H·W) the mean and the centred d×d
@@ -341,7 +341,10 @@ impl CeState {
         if hw < 2 {
             return Err(Error::invalid(
                 OP,
-                format!("input is {h}×{w}: the unbiased spatial variance needs H·W ≥ 2 positions"),
+                format!(
+                    "input is {h}×{w}: the unbiased spatial variance needs \
+                     H·W ≥ 2 positions"
+                ),
             ));
         }
         let (d, groups) = (self.group_size, self.groups());
@@ -410,7 +413,8 @@ pub struct CeSaved {
     scalars: Tensor,
     /// [G, 2d² + 2d + 1]: K = λWmᵀ, B = (dΣ + dΣᵀ)/m, μ, c, ⟨G·xᵀ, Wm⟩.
     bd_grad: Tensor,
-    /// [N, 3C + 4C/r + 1]: Σ_hw dY·X, dv (without the κ term), dz, a, dh, dhl, dhl·ĥ, Σ_c E·s.
+    /// [N, 3C + 4C/r + 1]: Σ_hw dY·X, dv (without the κ term), dz, a, dh, dhl, dhl·ĥ,
+    /// Σ_c E·s.
     ar_grad: Tensor,
 }
 

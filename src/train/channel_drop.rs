@@ -1,14 +1,14 @@
 //! The CE paper's second view of inhibited channels: test accuracy as a growing share of
 //! each site's weakest channels is removed.
 //!
-//! For a share p of 0 … 90 %, the ⌊p·C⌋ weakest channels of every site (by mean |activation|,
-//! see [`super::inhibited`]) are removed at once and the test accuracy measured. A channel is
-//! removed by zeroing the weights that read it directly: the input-channel slice `[:, c]` of
-//! every convolution fed by the site's ReLU (the filter `[c]` of a depthwise one), and the
-//! column `c` of the classifier fed through the global average pooling. Limitation: an
-//! identity shortcut still carries a removed channel of a post-addition site to the next
-//! block's addition; only the layers reading the site directly lose it. The weights are
-//! restored afterwards.
+//! For a share p of 0 … 90 %, the ⌊p·C⌋ weakest channels of every site (by mean
+//! |activation|, see [`super::inhibited`]) are removed at once and the test accuracy
+//! measured. A channel is removed by zeroing the weights that read it directly: the
+//! input-channel slice `[:, c]` of every convolution fed by the site's ReLU (the filter
+//! `[c]` of a depthwise one), and the column `c` of the classifier fed through the global
+//! average pooling. Limitation: an identity shortcut still carries a removed channel of a
+//! post-addition site to the next block's addition; only the layers reading the site
+//! directly lose it. The weights are restored afterwards.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -3,8 +3,8 @@
 //! channels are removed.
 //!
 //! **Sites.** Every ReLU fed by a batch norm, directly, through a CE block, or through the
-//! residual addition that follows them (`bn → ReLU`, `bn → CE → ReLU`, `bn2 → (CE →) + →
-//! ReLU`), named after its batch norm (`layer1.0.bn2`).
+//! residual addition that follows them (`bn → ReLU`, `bn → CE → ReLU`,
+//! `bn2 → (CE →) + → ReLU`), named after its batch norm (`layer1.0.bn2`).
 //!
 //! **Magnitude.** For each site, the mean absolute activation of each channel over the test
 //! set in evaluation mode. A ReLU's output is non-negative, so this is the channel's mean,

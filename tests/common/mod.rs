@@ -111,8 +111,8 @@ pub fn download_from(gpu: &Gpu, t: &Tensor) -> Vec<f64> {
         .collect()
 }
 
-/// How far `got` is from `want`: normwise relative error ‖got − want‖₂ / ‖want‖₂ and the
-/// worst element.
+/// How far `got` is from `want`: normwise relative error ‖got − want‖₂ / ‖want‖₂ and
+/// the worst element.
 #[derive(Debug)]
 pub struct Comparison {
     pub normwise: f64,
