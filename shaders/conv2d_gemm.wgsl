@@ -613,25 +613,24 @@ fn backward_data_wide(@builtin(workgroup_id) wid: vec3<u32>,
     gemm_wide(BACKWARD_DATA, wid, lid, groups);
 }
 
-// Any product in blocks of ROWS (16 or 32) rows × 4 columns per thread: every thread of a
+// Any product in blocks of ROWS (16 or 32) rows × 8 columns per thread: every thread of a
 // workgroup covers the same rows and k, so its reads of the staged A are the same address
-// across the workgroup (a software rasteriser then loads once and broadcasts), and each B
-// value it gathers serves ROWS multiply-adds. Workgroups are (column tile, row block) pairs,
-// folded over x and y, times the slices of K along z (out is then [splits, M, N]); a
-// workgroup has GROUP_THREADS threads, so that a CPU adapter can run as few as a product's
-// columns need, in whole groups of SIMD lanes. A is staged 1024 / (ROWS / 4) columns of K at
-// a time: a_all[kk·(ROWS / 4) + q] = rows row0 + 4q.. of A at column k0 + kk.
+// across the workgroup, and each B value it gathers serves ROWS multiply-adds. Workgroups
+// are (column tile, row block) pairs, folded over x and y, times the slices of K along z
+// (out is then [splits, M, N]); a workgroup has GROUP_THREADS threads, so that a CPU
+// adapter can run as few as a product's columns need, in whole groups of SIMD lanes. A is
+// staged 1024 / (ROWS / 4) columns of K at a time: a_all[kk·(ROWS / 4) + q] = rows
+// row0 + 4q.. of A at column k0 + kk.
 override ROWS: u32 = 32u;
-override COLS: u32 = 4u;
 override GROUP_THREADS: u32 = 64u;
 
-// A thread of the row-block kernels: ROWS × COLS of C (16 × 4, 16 × 8, 16 × 16, 32 × 4 or
-// 32 × 8) as up to four units, unit u at row half u / (COLS / 4), column quad u % (COLS / 4).
+// A thread of the row-block kernels: ROWS × 8 of C as units of 16 × 4, left and right
+// column quads of the top 16 rows, then (ROWS = 32) of the bottom 16.
 struct Block {
-    u0: Tile16x4,
-    u1: Tile16x4,
-    u2: Tile16x4,
-    u3: Tile16x4,
+    top_left: Tile16x4,
+    top_right: Tile16x4,
+    bottom_left: Tile16x4,
+    bottom_right: Tile16x4,
 }
 
 fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
@@ -642,11 +641,9 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let quads = ROWS / 4u;
     let chunk = 1024u / quads;
     let row0 = (tile / params.tiles_n) * ROWS;
-    let col0 = ((tile % params.tiles_n) * GROUP_THREADS + lid) * COLS;
-    let c0 = cols4(mode, col0);
-    let c1 = cols4(mode, col0 + 4u);
-    let c2 = cols4(mode, col0 + 8u);
-    let c3 = cols4(mode, col0 + 12u);
+    let col0 = ((tile % params.tiles_n) * GROUP_THREADS + lid) * 8u;
+    let left = cols4(mode, col0);
+    let right = cols4(mode, col0 + 4u);
     let k_begin = wid.z * params.k_per_split;
     let k_end = min(k_begin + params.k_per_split, params.k);
     var acc: Block;
@@ -659,44 +656,30 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         for (var kk = 0u; kk < len; kk += 1u) {
             let row = b_row(mode, k0 + kk);
             let at = kk * quads;
+            let b_left = gather4(mode, left, row);
+            let b_right = gather4(mode, right, row);
             let a0 = a_all[at];
             let a1 = a_all[at + 1u];
             let a2 = a_all[at + 2u];
             let a3 = a_all[at + 3u];
-            let b0 = gather4(mode, c0, row);
-            acc.u0 = fma16x4(acc.u0, a0, a1, a2, a3, b0);
-            if (COLS == 4u && ROWS == 32u) {
-                acc.u1 = fma16x4(acc.u1, a_all[at + 4u], a_all[at + 5u], a_all[at + 6u],
-                                 a_all[at + 7u], b0);
-            }
-            if (COLS >= 8u) {
-                let b1 = gather4(mode, c1, row);
-                acc.u1 = fma16x4(acc.u1, a0, a1, a2, a3, b1);
-                if (ROWS == 32u) {
-                    let a4 = a_all[at + 4u];
-                    let a5 = a_all[at + 5u];
-                    let a6 = a_all[at + 6u];
-                    let a7 = a_all[at + 7u];
-                    acc.u2 = fma16x4(acc.u2, a4, a5, a6, a7, b0);
-                    acc.u3 = fma16x4(acc.u3, a4, a5, a6, a7, b1);
-                }
-            }
-            if (COLS == 16u) {
-                acc.u2 = fma16x4(acc.u2, a0, a1, a2, a3, gather4(mode, c2, row));
-                acc.u3 = fma16x4(acc.u3, a0, a1, a2, a3, gather4(mode, c3, row));
+            acc.top_left = fma16x4(acc.top_left, a0, a1, a2, a3, b_left);
+            acc.top_right = fma16x4(acc.top_right, a0, a1, a2, a3, b_right);
+            if (ROWS == 32u) {
+                let a4 = a_all[at + 4u];
+                let a5 = a_all[at + 5u];
+                let a6 = a_all[at + 6u];
+                let a7 = a_all[at + 7u];
+                acc.bottom_left = fma16x4(acc.bottom_left, a4, a5, a6, a7, b_left);
+                acc.bottom_right = fma16x4(acc.bottom_right, a4, a5, a6, a7, b_right);
             }
         }
         workgroupBarrier();
     }
-    let units = ROWS * COLS / 64u;
-    let quads_n = COLS / 4u;
-    store16x4(mode, col0, wid.z, row0, acc.u0);
-    if (units > 1u) {
-        store16x4(mode, col0 + 4u * (1u % quads_n), wid.z, row0 + 16u * (1u / quads_n), acc.u1);
-    }
-    if (units > 2u) {
-        store16x4(mode, col0 + 4u * (2u % quads_n), wid.z, row0 + 16u * (2u / quads_n), acc.u2);
-        store16x4(mode, col0 + 4u * (3u % quads_n), wid.z, row0 + 16u * (3u / quads_n), acc.u3);
+    store16x4(mode, col0, wid.z, row0, acc.top_left);
+    store16x4(mode, col0 + 4u, wid.z, row0, acc.top_right);
+    if (ROWS == 32u) {
+        store16x4(mode, col0, wid.z, row0 + 16u, acc.bottom_left);
+        store16x4(mode, col0 + 4u, wid.z, row0 + 16u, acc.bottom_right);
     }
 }
 

@@ -19,7 +19,7 @@ pub struct AdapterChoice {
 /// differently shaped work (see `shaders/conv2d_gemm.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tuning {
-    /// A software rasteriser (lavapipe, SwiftShader): the CPU runs a workgroup's lanes as SIMD
+    /// A software rasteriser such as lavapipe: the CPU runs a workgroup's lanes as SIMD
     /// vectors, a load whose address differs across lanes costs a loop over them, and large
     /// per-thread tiles live in cache rather than registers. Favours workgroups whose threads
     /// share their reads of staged data and each compute a large block of the output.

@@ -317,8 +317,9 @@ const WIDE_TILE_N: usize = 256;
 const NARROW_WEIGHT_N: usize = 512;
 const WIDE_WEIGHT_N: usize = 256;
 
-/// Columns per thread of the row-block kernels (`*_rows`), which run every product that the
-/// narrow kernels do not under CPU tuning: 16 or 32 rows (as M needs) × 8 columns.
+/// Columns per thread of the row-block kernels (`*_rows`, fixed in the shader), which run
+/// every product that the narrow kernels do not under CPU tuning: 16 or 32 rows (as M
+/// needs) × 8 columns.
 const ROWS_COLS: usize = 8;
 /// Under CPU tuning, the narrow and wide weight-gradient kernels keep the products of M ≤ 16,
 /// and of M ≤ 32 with fewer columns than this (too few to fill a workgroup of the row-block
@@ -460,7 +461,7 @@ fn record_rows(
     buffers: [&wgpu::Buffer; 4],
 ) -> Result<()> {
     let m = params.m as usize;
-    let rows = if m <= 16 { 16 } else { 32 };
+    let rows = rows_block(m);
     let (threads, tiles_n) = rows_threads(rec.gpu(), params.n as usize);
     params.tiles_n = tiles_n as u32;
     params.tiles = (tiles_n * m.div_ceil(rows)) as u32;
@@ -471,11 +472,19 @@ fn record_rows(
     };
     let spec = KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
         .with("ROWS", rows as f64)
-        .with("COLS", ROWS_COLS as f64)
         .with("GROUP_THREADS", threads as f64);
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
     rec.dispatch(&spec, &buffers, Some(&params), groups)
+}
+
+/// Rows per block of the row-block kernels for a product of `m` rows: 16 or 32.
+fn rows_block(m: usize) -> usize {
+    if m <= 16 {
+        16
+    } else {
+        32
+    }
 }
 
 /// Threads per workgroup of the row-block kernels for `n` columns (ROWS_COLS per thread), and
@@ -703,7 +712,7 @@ pub fn backward_weight_into(
     let (blocks, target, step) = match tuning {
         Tuning::Cpu => {
             let (_, tiles_n) = rows_threads(rec.gpu(), n);
-            (tiles_n * m.div_ceil(32), CPU_WORKGROUPS, 1)
+            (tiles_n * m.div_ceil(rows_block(m)), CPU_WORKGROUPS, 1)
         }
         Tuning::Gpu => {
             let (_, tile_m, tile_n) = gemm_tile(m, n);
