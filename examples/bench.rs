@@ -23,6 +23,13 @@
 //! instead takes one training step of MODEL (`resnet20`, `resnet20-ce`, `mobilenetv2`,
 //! `mobilenetv2-ce`), then runs the step again dispatch by dispatch and prints the time
 //! spent in each kernel: where to look next.
+//!
+//!     cargo run --release --example bench -- --kernels [--quick]
+//!
+//! times every convolution kernel family that fits each pass of each ResNet-20 convolution
+//! and marks the one the device runs by default: what a kernel search (`CENET_AUTOTUNE=1`)
+//! would choose between. With `CENET_AUTOTUNE=1` the main benchmark's convolutions run the
+//! searched kernels.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("--train-entry") => train_entry_main(&args[1..]),
         Some("--profile") => profile_main(&args[1..]),
+        Some("--kernels") => kernels_main(&args[1..]),
         _ => parse_options(&args).and_then(|options| run(&options)),
     };
     match outcome {
@@ -108,7 +116,7 @@ fn parse_options(args: &[String]) -> BenchResult<Options> {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--json FILE] [--quick] [--mobilenet] | --profile MODEL BATCH \
-                     (see the source's header)"
+                     | --kernels [--quick] (see the source's header)"
                 );
                 std::process::exit(0);
             }
@@ -377,6 +385,79 @@ fn bench_convs(gpu: &Gpu, effort: Effort, matmul_gflops: f64) -> BenchResult<Vec
         }
     }
     Ok(results)
+}
+
+/// `--kernels`: every fitting kernel family on every pass of every ResNet-20 convolution.
+fn kernels_main(args: &[String]) -> BenchResult<()> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => return Err("usage: bench --kernels [--quick]".into()),
+    };
+    let effort = Effort {
+        runs: if quick { 1 } else { 3 },
+        target_s: if quick { 0.1 } else { 0.3 },
+    };
+    let gpu = Gpu::new()?;
+    println!("adapter: {} ({:?} tuning)", gpu.adapter(), gpu.tuning());
+    println!(
+        "{:<22} {:<16} {:<7} {:>9}  default",
+        "conv (batch 128)", "pass", "kernel", "ms"
+    );
+    for (i, case) in RESNET20_CONVS.iter().enumerate() {
+        let geometry = case.geometry();
+        let (s, o, k) = (case.size, case.output_size(), case.kernel);
+        let x_shape = [BATCH, case.in_channels, s, s];
+        let w_shape = [case.out_channels, case.in_channels, k, k];
+        let x = random_tensor(&gpu, &x_shape, 10 + i as u64)?;
+        let w = random_tensor(&gpu, &w_shape, 20 + i as u64)?;
+        let dy = random_tensor(&gpu, &[BATCH, case.out_channels, o, o], 30 + i as u64)?;
+        let y = Tensor::uninit(&gpu, dy.shape(), DType::F32, "conv output")?;
+        let dx = Tensor::uninit(&gpu, x.shape(), DType::F32, "conv input gradient")?;
+        let dw = Tensor::uninit(&gpu, &w_shape, DType::F32, "conv weight gradient")?;
+        for pass in [
+            conv::Pass::Forward,
+            conv::Pass::BackwardData,
+            conv::Pass::BackwardWeight,
+        ] {
+            let (inputs, out) = match pass {
+                conv::Pass::Forward => ([&x, &w], &y),
+                conv::Pass::BackwardData => ([&dy, &w], &dx),
+                conv::Pass::BackwardWeight => ([&x, &dy], &dw),
+            };
+            let kernels = conv::kernels_for(&gpu, pass, &geometry, &x_shape, &w_shape)?;
+            let mut rows = Vec::new();
+            for &kernel in &kernels.fitting {
+                progress(&format!(
+                    "conv {} {} {}",
+                    case.label(),
+                    pass.name(),
+                    kernel.name()
+                ));
+                let ms = time_ms(&gpu, effort, |rec| {
+                    conv::record_with_kernel(rec, pass, kernel, &geometry, inputs, out)
+                })?;
+                rows.push((kernel, ms));
+            }
+            let best = rows.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+            for (j, (kernel, ms)) in rows.iter().enumerate() {
+                let mark = if kernels.defaults.contains(kernel) {
+                    "*"
+                } else {
+                    ""
+                };
+                let fastest = if *ms == best { "  fastest" } else { "" };
+                println!(
+                    "{:<22} {:<16} {:<7} {:>9.2}  {mark:<7}{fastest}",
+                    if j == 0 { case.label() } else { String::new() },
+                    if j == 0 { pass.name() } else { "" },
+                    kernel.name(),
+                    ms
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The convolution time of one ResNet-20 training step at batch 128: every pass of every

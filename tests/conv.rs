@@ -4,7 +4,7 @@
 
 mod common;
 
-use cenet::kernels::conv::{self, Conv2d};
+use cenet::kernels::conv::{self, Conv2d, GemmKernel, Pass};
 use cenet::kernels::Recorder;
 use cenet::Tensor;
 use common::reference::conv as reference;
@@ -60,6 +60,7 @@ fn check_against_reference(case: &Case, seed: u64) {
     let want_dx = reference::conv2d_backward_data(&dy, &w, ws, xs, &conv);
     let want_dw = reference::conv2d_backward_weight(&x, xs, &dy, ws, &conv);
     let want_db = reference::conv2d_backward_bias(&dy, ys);
+    let want_y_unbiased = reference::conv2d_forward(&x, xs, &w, ws, None, &conv);
 
     for (tuning, gpu) in gpus_of_each_tuning() {
         let name = format!("input {xs:?} weight {ws:?} {conv:?} bias {with_bias} {tuning:?}");
@@ -99,6 +100,24 @@ fn check_against_reference(case: &Case, seed: u64) {
                 &want_db,
                 TOL_REDUCTION,
             );
+        }
+
+        // Every kernel family that fits a pass (forward without the bias), as a kernel
+        // search may choose it, whatever the tuning's default.
+        for (pass, inputs, shape, want) in [
+            (Pass::Forward, [&xt, &wt], &ys[..], &want_y_unbiased),
+            (Pass::BackwardData, [&dyt, &wt], &xs[..], &want_dx),
+            (Pass::BackwardWeight, [&xt, &dyt], &ws[..], &want_dw),
+        ] {
+            for kernel in conv::kernels_for(gpu, pass, &conv, &xs, &ws)
+                .unwrap()
+                .fitting
+            {
+                let out = conv::run_with_kernel(gpu, pass, kernel, &conv, inputs, shape).unwrap();
+                let got = download_from(gpu, &out);
+                let what = format!("{name} {} with the {} kernel", pass.name(), kernel.name());
+                assert_close(&what, &got, want, TOL_REDUCTION);
+            }
         }
     }
 }
@@ -436,4 +455,42 @@ fn conv2d_recording_forms_reject_wrongly_shaped_outputs() {
         "{err}"
     );
     assert_eq!(rec.dispatch_count(), 0);
+}
+
+#[test]
+fn every_dense_pass_has_the_tiled_and_row_kernels_and_rejects_a_kernel_that_does_not_fit() {
+    let conv = Conv2d::new(1, 1);
+    // 40 output channels: too many rows for the narrow and wide kernels.
+    let (xs, ws) = ([2, 24, 9, 9], [40, 24, 3, 3]);
+    let kernels =
+        |pass, conv: &Conv2d, ws: &[usize]| conv::kernels_for(gpu(), pass, conv, &xs, ws).unwrap();
+    for pass in [Pass::Forward, Pass::BackwardData, Pass::BackwardWeight] {
+        let fitting = kernels(pass, &conv, &ws).fitting;
+        assert!(fitting.contains(&GemmKernel::Tiled) && fitting.contains(&GemmKernel::Rows));
+    }
+    let forward = kernels(Pass::Forward, &conv, &ws);
+    assert_eq!(forward.fitting, [GemmKernel::Tiled, GemmKernel::Rows]);
+    assert_eq!(forward.defaults.len(), 1);
+    // The input gradient has 24 rows: the wide kernel fits it.
+    let data = kernels(Pass::BackwardData, &conv, &ws).fitting;
+    assert!(data.contains(&GemmKernel::Wide), "{data:?}");
+    let depthwise = kernels(Pass::Forward, &Conv2d::depthwise(24, 1, 1), &[24, 1, 3, 3]);
+    assert!(depthwise.fitting.is_empty() && depthwise.defaults.is_empty());
+
+    let x = Tensor::zeros(gpu(), &xs).unwrap();
+    let w = Tensor::zeros(gpu(), &ws).unwrap();
+    let err = conv::run_with_kernel(
+        gpu(),
+        Pass::Forward,
+        GemmKernel::Narrow,
+        &conv,
+        [&x, &w],
+        &[2, 40, 9, 9],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("narrow") && err.contains("forward") && err.contains("tiled, rows"),
+        "{err}"
+    );
 }

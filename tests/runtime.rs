@@ -14,6 +14,7 @@ fn no_matching_adapter_says_what_to_install() {
         backend: None,
         name: Some("no-such-adapter-anywhere".into()),
         tuning: None,
+        search: Default::default(),
     };
     let err = pollster::block_on(Gpu::new_async(choice)).unwrap_err();
     let text = err.to_string();

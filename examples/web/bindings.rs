@@ -160,6 +160,7 @@ impl Demo {
             backend: Some(wgpu::Backend::BrowserWebGpu),
             name: None,
             tuning: None,
+            search: Default::default(),
         };
         let gpu = Gpu::new_async(choice).await?;
         Ok(Demo {

@@ -41,6 +41,8 @@ mod host_tensor;
 mod state_dict;
 mod training;
 
+pub(crate) use atomic::write_atomically;
+
 pub use host_tensor::{Element, ElementType, HostTensor, TensorData};
 pub use state_dict::{StateDict, TensorSpec, RESERVED_NAME};
 pub use training::{load_checkpoint, save_checkpoint, TrainingState, WEIGHTS_STEP_KEY};

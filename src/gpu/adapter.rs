@@ -13,6 +13,8 @@ pub struct AdapterChoice {
     pub name: Option<String>,
     /// Which kernel variants to run; `None` picks by the adapter's type.
     pub tuning: Option<Tuning>,
+    /// Whether and where to measure kernel choices.
+    pub search: super::KernelSearch,
 }
 
 /// Which family of kernel variants suits an adapter, where two run the same arithmetic in
@@ -54,9 +56,10 @@ impl Tuning {
 }
 
 impl AdapterChoice {
-    /// Reads `CENET_BACKEND`, `CENET_ADAPTER` and `CENET_TUNING` (`cpu` or `gpu`). An unknown
-    /// backend or tuning name is logged and ignored rather than failing, so a typo does not
-    /// stop training.
+    /// Reads `CENET_BACKEND`, `CENET_ADAPTER`, `CENET_TUNING` (`cpu` or `gpu`) and
+    /// `CENET_AUTOTUNE` (`1` or `0`: measure kernel choices or not; see
+    /// [`KernelSearch`](super::KernelSearch)). An unknown name is logged and ignored rather
+    /// than failing, so a typo does not stop training.
     pub fn from_env() -> Self {
         let backend = std::env::var("CENET_BACKEND").ok().and_then(|b| {
             let parsed = parse_backend(&b);
@@ -77,10 +80,21 @@ impl AdapterChoice {
             }
             parsed
         });
+        let search = super::KernelSearch {
+            enabled: std::env::var("CENET_AUTOTUNE").ok().and_then(|v| {
+                let parsed = parse_switch(&v);
+                if parsed.is_none() {
+                    log::warn!("cenet: CENET_AUTOTUNE={v:?} is not one of 1, 0, on, off");
+                }
+                parsed
+            }),
+            ..Default::default()
+        };
         AdapterChoice {
             backend,
             name,
             tuning,
+            search,
         }
     }
 
@@ -104,6 +118,15 @@ impl AdapterChoice {
         } else {
             format!(" matching {}", parts.join(" and "))
         }
+    }
+}
+
+/// Parses an on/off switch as users write it.
+fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "yes" | "true" => Some(true),
+        "0" | "off" | "no" | "false" => Some(false),
+        _ => None,
     }
 }
 

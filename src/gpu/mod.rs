@@ -2,15 +2,18 @@
 //! pipeline cache. Every kernel and tensor goes through a [`Gpu`].
 
 mod adapter;
+mod choices;
 mod pipeline;
 pub(crate) mod pool;
 
 use std::sync::{Arc, Mutex};
 
 pub use adapter::{AdapterChoice, AdapterSummary, Tuning};
+pub use choices::KernelSearch;
 pub use pipeline::{Binding, Kernel, KernelSpec};
 
 use crate::error::{Error, Result};
+use choices::KernelChoices;
 use pipeline::PipelineCache;
 use pool::BufferPool;
 
@@ -25,6 +28,7 @@ pub(crate) struct GpuInner {
     pub(crate) queue: wgpu::Queue,
     adapter: AdapterSummary,
     tuning: Tuning,
+    choices: KernelChoices,
     limits: wgpu::Limits,
     pipelines: PipelineCache,
     pool: Arc<BufferPool>,
@@ -50,7 +54,14 @@ impl Gpu {
         let adapter = adapter::select(&instance, &choice).await?;
         let summary = AdapterSummary::of(&adapter);
         let tuning = choice.tuning.unwrap_or(Tuning::for_adapter(&summary));
-        log::info!("cenet: using {summary}, {tuning:?} tuning");
+        let choices = KernelChoices::open(&choice.search, &summary);
+        match choices.file() {
+            Some(file) => log::info!(
+                "cenet: using {summary}, {tuning:?} tuning, kernel choices measured into {}",
+                file.display()
+            ),
+            None => log::info!("cenet: using {summary}, {tuning:?} tuning"),
+        }
 
         // Ask for everything the adapter offers instead of wgpu's conservative defaults, so
         // large tensors and big workgroups work where the hardware allows them.
@@ -87,6 +98,7 @@ impl Gpu {
                 queue,
                 adapter: summary,
                 tuning,
+                choices,
                 limits,
                 uncaptured,
                 allocations: Default::default(),
@@ -112,6 +124,27 @@ impl Gpu {
     /// Which kernel variants this device runs.
     pub fn tuning(&self) -> Tuning {
         self.inner.tuning
+    }
+
+    /// Whether this device measures which convolution kernel runs each product fastest (see
+    /// [`KernelSearch`]).
+    pub fn searches_kernels(&self) -> bool {
+        self.inner.choices.enabled()
+    }
+
+    /// The kernel choices known to this device, measured in this run or loaded from its file,
+    /// as (product, kernel) pairs.
+    pub fn kernel_choices(&self) -> Vec<(String, String)> {
+        self.inner.choices.all()
+    }
+
+    /// How many kernel choices this device has measured itself (not loaded from a file).
+    pub fn kernel_choices_measured(&self) -> usize {
+        self.inner.choices.measured()
+    }
+
+    pub(crate) fn choices(&self) -> &KernelChoices {
+        &self.inner.choices
     }
 
     /// The limits the device was opened with (the adapter's own).

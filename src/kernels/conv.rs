@@ -329,12 +329,111 @@ const ROWS_MIN_WEIGHT_N: usize = 64;
 /// partial sums stay few (at 512, their reduction took 2 % of a ResNet-20 step on lavapipe).
 const CPU_WORKGROUPS: usize = 64;
 
-/// Which product of the implicit GEMM (see `conv2d_gemm.wgsl`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
+/// Which product of a dense convolution's implicit GEMM (see `conv2d_gemm.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The output: M = Cout, N = batch·OH·OW, K = Cin·KH·KW.
     Forward,
+    /// The input gradient, one product per stride phase: M = Cin.
     BackwardData,
+    /// The weight gradient: M = Cout, N = Cin·KH·KW, K = batch·OH·OW.
     BackwardWeight,
+}
+
+impl Pass {
+    /// The pass as the benchmark and the kernel choices name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::Forward => "forward",
+            Pass::BackwardData => "backward_data",
+            Pass::BackwardWeight => "backward_weight",
+        }
+    }
+}
+
+/// The kernel families that run a dense convolution's GEMM (see `conv2d_gemm.wgsl`). All
+/// compute the same sums in the same order of K within a thread; they differ in how the work
+/// is shaped, which decides their speed on an adapter. By default each product gets the
+/// family its shape and the device's [`Tuning`] call for; a device that searches kernels (see
+/// [`KernelSearch`](crate::gpu::KernelSearch)) measures the families instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// 16 rows × 8 columns per thread with all of A staged at once: products of at most 16
+    /// rows and (forward and input gradient) 256 K or (weight gradient) 512 columns.
+    Narrow,
+    /// 32 rows × 4 columns per thread: products of at most 32 rows and (weight gradient) 256
+    /// columns.
+    Wide,
+    /// Shared-memory tiles of up to 64 × 64 with 8 × 8 per thread: any product.
+    Tiled,
+    /// Blocks of 16 or 32 rows × 8 columns per thread, the rows shared by a workgroup: any
+    /// product.
+    Rows,
+}
+
+impl GemmKernel {
+    /// Every family.
+    pub const ALL: [GemmKernel; 4] = [
+        GemmKernel::Narrow,
+        GemmKernel::Wide,
+        GemmKernel::Tiled,
+        GemmKernel::Rows,
+    ];
+
+    /// The family's name: `narrow`, `wide`, `tiled` or `rows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmKernel::Narrow => "narrow",
+            GemmKernel::Wide => "wide",
+            GemmKernel::Tiled => "tiled",
+            GemmKernel::Rows => "rows",
+        }
+    }
+
+    /// The family `name` names.
+    pub fn parse(name: &str) -> Option<Self> {
+        GemmKernel::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the family can run the `m` × `n` product over `k` of `pass`.
+    fn fits(self, pass: Pass, [m, n, k]: [usize; 3]) -> bool {
+        let weight = pass == Pass::BackwardWeight;
+        match self {
+            GemmKernel::Narrow if weight => m <= NARROW_M && n <= NARROW_WEIGHT_N,
+            GemmKernel::Narrow => m <= NARROW_M && k <= NARROW_K,
+            GemmKernel::Wide if weight => m <= WIDE_M && n <= WIDE_WEIGHT_N,
+            GemmKernel::Wide => m <= WIDE_M,
+            GemmKernel::Tiled | GemmKernel::Rows => true,
+        }
+    }
+
+    /// The family a product gets unless measured: the narrow kernels where they fit; under
+    /// CPU tuning the row blocks for the rest, except weight gradients of at most 32 rows
+    /// and fewer than ROWS_MIN_WEIGHT_N columns (the wide kernel); under GPU tuning the wide
+    /// kernel where it fits and the tiled one for the rest.
+    fn default_for(tuning: Tuning, pass: Pass, product: [usize; 3]) -> Self {
+        let [_, n, _] = product;
+        if GemmKernel::Narrow.fits(pass, product) {
+            return GemmKernel::Narrow;
+        }
+        let wide = GemmKernel::Wide.fits(pass, product);
+        match tuning {
+            Tuning::Cpu if wide && pass == Pass::BackwardWeight && n < ROWS_MIN_WEIGHT_N => {
+                GemmKernel::Wide
+            }
+            Tuning::Cpu => GemmKernel::Rows,
+            Tuning::Gpu if wide => GemmKernel::Wide,
+            Tuning::Gpu => GemmKernel::Tiled,
+        }
+    }
+
+    /// `requested` where it fits the product, else the default.
+    fn pick(requested: Option<Self>, gpu: &Gpu, pass: Pass, product: [usize; 3]) -> Self {
+        match requested {
+            Some(k) if k.fits(pass, product) => k,
+            _ => GemmKernel::default_for(gpu.tuning(), pass, product),
+        }
+    }
 }
 
 /// Shape of a GEMM workgroup tile for an `m` × `n` product, as (threads along M, rows,
@@ -359,6 +458,7 @@ fn gemm_tile(m: usize, n: usize) -> (usize, usize, usize) {
 fn record_gemm(
     rec: &mut Recorder,
     pass: Pass,
+    kernel: GemmKernel,
     mut params: GemmParams,
     [m, n, k]: [usize; 3],
     [splits, k_per_split]: [usize; 2],
@@ -368,11 +468,12 @@ fn record_gemm(
     params.n = n as u32;
     params.k = k as u32;
     params.k_per_split = k_per_split as u32;
-    let narrow = pass != Pass::BackwardWeight && m <= NARROW_M && k <= NARROW_K && splits == 1;
-    if !narrow && rec.gpu().tuning() == Tuning::Cpu {
+    if kernel == GemmKernel::Rows {
         return record_rows(rec, pass, params, splits, buffers);
     }
-    let wide = m <= WIDE_M && splits == 1;
+    let narrow = kernel == GemmKernel::Narrow;
+    let wide = kernel == GemmKernel::Wide;
+    debug_assert!(pass != Pass::BackwardWeight || !(narrow || wide));
     let spec = match pass {
         Pass::Forward | Pass::BackwardData if narrow || wide => {
             let (tile_n, entries) = if narrow {
@@ -412,12 +513,12 @@ fn record_gemm(
 fn record_weight_narrow(
     rec: &mut Recorder,
     g: &Geometry,
+    narrow: bool,
     positions: usize,
     dw: &Tensor,
     [x, dy]: [&Tensor; 2],
 ) -> Result<()> {
     let (m, n) = (g.out_channels, g.in_channels * g.taps());
-    let narrow = m <= NARROW_M && n <= NARROW_WEIGHT_N;
     let cols = if narrow { 8 } else { 4 };
     let per_group = 64 / n.div_ceil(cols);
     let target = match rec.gpu().tuning() {
@@ -584,19 +685,90 @@ pub fn forward_into(
         let buffers = [x.buffer(), w.buffer(), bias, y.buffer()];
         return rec.dispatch(&spec, &buffers, Some(&params), groups);
     }
+    let kernel = searched_kernel(rec.gpu(), Pass::Forward, &g)?;
+    record_forward(rec, &g, kernel, [x, w, y], bias, has_bias != 0)
+}
+
+/// Records the dense forward GEMM of `g` with `kernel` where it fits.
+fn record_forward(
+    rec: &mut Recorder,
+    g: &Geometry,
+    kernel: Option<GemmKernel>,
+    [x, w, y]: [&Tensor; 3],
+    bias: &wgpu::Buffer,
+    has_bias: bool,
+) -> Result<()> {
     let params = GemmParams {
-        has_bias,
+        has_bias: has_bias as u32,
         ..g.gemm_params()
     };
-    let k = g.in_channels * g.taps();
+    let product = products(Pass::Forward, g)[0].1;
     record_gemm(
         rec,
         Pass::Forward,
+        GemmKernel::pick(kernel, rec.gpu(), Pass::Forward, product),
         params,
-        [g.out_channels, g.batch * g.out_h * g.out_w, k],
-        [1, k],
+        product,
+        [1, product[2]],
         [w.buffer(), x.buffer(), bias, y.buffer()],
     )
+}
+
+/// The GEMM products of the dense pass `pass` of `g` as (their uniform with the phase fields
+/// set, [m, n, k]): one, or for the input gradient one per stride phase.
+///
+/// With stride s, input row ih is reached only by the taps kh ≡ ih + pad (mod s): the input
+/// gradient takes one product per phase (ih mod s, iw mod s) over just its pixels and taps,
+/// instead of one over all of them that is zero at all but 1 in s² places.
+fn products(pass: Pass, g: &Geometry) -> Vec<(GemmParams, [usize; 3])> {
+    let taps = g.taps();
+    match pass {
+        Pass::Forward => vec![(
+            g.gemm_params(),
+            [
+                g.out_channels,
+                g.batch * g.out_h * g.out_w,
+                g.in_channels * taps,
+            ],
+        )],
+        Pass::BackwardWeight => vec![(
+            g.gemm_params(),
+            [
+                g.out_channels,
+                g.in_channels * taps,
+                g.batch * g.out_h * g.out_w,
+            ],
+        )],
+        Pass::BackwardData => {
+            let [stride_h, stride_w] = g.stride;
+            let mut phases = Vec::new();
+            for phase_h in 0..stride_h.min(g.in_h) {
+                for phase_w in 0..stride_w.min(g.in_w) {
+                    let (tap_h, tap_w) = (
+                        (phase_h + g.padding[0]) % stride_h,
+                        (phase_w + g.padding[1]) % stride_w,
+                    );
+                    let params = GemmParams {
+                        phase_h: phase_h as u32,
+                        phase_w: phase_w as u32,
+                        sub_h: (g.in_h - phase_h).div_ceil(stride_h) as u32,
+                        sub_w: (g.in_w - phase_w).div_ceil(stride_w) as u32,
+                        sub_kernel_h: g.kernel_h.saturating_sub(tap_h).div_ceil(stride_h) as u32,
+                        sub_kernel_w: g.kernel_w.saturating_sub(tap_w).div_ceil(stride_w) as u32,
+                        tap_h: tap_h as u32,
+                        tap_w: tap_w as u32,
+                        shift_h: ((phase_h + g.padding[0]) / stride_h) as u32,
+                        shift_w: ((phase_w + g.padding[1]) / stride_w) as u32,
+                        ..g.gemm_params()
+                    };
+                    let n = g.batch * (params.sub_h * params.sub_w) as usize;
+                    let k = g.out_channels * (params.sub_kernel_h * params.sub_kernel_w) as usize;
+                    phases.push((params, [g.in_channels, n, k]));
+                }
+            }
+            phases
+        }
+    }
 }
 
 /// Records the gradient with respect to the input, `dx` [N, Cin, H, W], of a convolution with
@@ -623,42 +795,37 @@ pub fn backward_data_into(
         return rec.dispatch(&spec, &buffers, Some(&g.depthwise_params()), groups);
     }
 
-    // With stride s, input row ih is reached only by the taps kh ≡ ih + pad (mod s): one
-    // product per phase (ih mod s, iw mod s) over just its pixels and taps, instead of one
-    // over all of them that is zero at all but 1 in s² places.
-    let [stride_h, stride_w] = g.stride;
-    for phase_h in 0..stride_h.min(g.in_h) {
-        for phase_w in 0..stride_w.min(g.in_w) {
-            let (tap_h, tap_w) = (
-                (phase_h + g.padding[0]) % stride_h,
-                (phase_w + g.padding[1]) % stride_w,
-            );
-            let params = GemmParams {
-                phase_h: phase_h as u32,
-                phase_w: phase_w as u32,
-                sub_h: (g.in_h - phase_h).div_ceil(stride_h) as u32,
-                sub_w: (g.in_w - phase_w).div_ceil(stride_w) as u32,
-                sub_kernel_h: g.kernel_h.saturating_sub(tap_h).div_ceil(stride_h) as u32,
-                sub_kernel_w: g.kernel_w.saturating_sub(tap_w).div_ceil(stride_w) as u32,
-                tap_h: tap_h as u32,
-                tap_w: tap_w as u32,
-                shift_h: ((phase_h + g.padding[0]) / stride_h) as u32,
-                shift_w: ((phase_w + g.padding[1]) / stride_w) as u32,
-                ..g.gemm_params()
-            };
-            let n = g.batch * (params.sub_h * params.sub_w) as usize;
-            let k = g.out_channels * (params.sub_kernel_h * params.sub_kernel_w) as usize;
-            record_gemm(
-                rec,
-                Pass::BackwardData,
-                params,
-                [g.in_channels, n, k],
-                [1, k],
-                [w.buffer(), dy.buffer(), w.buffer(), dx.buffer()],
-            )?;
+    let kernel = searched_kernel(rec.gpu(), Pass::BackwardData, &g)?;
+    record_dense(rec, Pass::BackwardData, &g, kernel, [dy, w, dx])
+}
+
+/// Records the dense pass `pass` of `g` with `kernel` where it fits each product: from
+/// `[a, b, out]` = [x, w, y] (without a bias), [dy, w, dx] or [x, dy, dw].
+fn record_dense(
+    rec: &mut Recorder,
+    pass: Pass,
+    g: &Geometry,
+    kernel: Option<GemmKernel>,
+    [a, b, out]: [&Tensor; 3],
+) -> Result<()> {
+    match pass {
+        Pass::Forward => record_forward(rec, g, kernel, [a, b, out], b.buffer(), false),
+        Pass::BackwardWeight => record_backward_weight(rec, g, kernel, [a, b, out]),
+        Pass::BackwardData => {
+            for (params, product) in products(pass, g) {
+                record_gemm(
+                    rec,
+                    pass,
+                    GemmKernel::pick(kernel, rec.gpu(), pass, product),
+                    params,
+                    product,
+                    [1, product[2]],
+                    [b.buffer(), a.buffer(), b.buffer(), out.buffer()],
+                )?;
+            }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// Records the gradient with respect to the weight, `dw` [Cout, Cin/groups, KH, KW], of a
@@ -700,25 +867,41 @@ pub fn backward_weight_into(
         return Ok(());
     }
 
+    let kernel = searched_kernel(rec.gpu(), Pass::BackwardWeight, &g)?;
+    record_dense(rec, Pass::BackwardWeight, &g, kernel, [x, dy, dw])
+}
+
+/// Records the dense weight-gradient GEMM of `g` with `kernel` where it fits, and the
+/// reduction of its split slices.
+fn record_backward_weight(
+    rec: &mut Recorder,
+    g: &Geometry,
+    kernel: Option<GemmKernel>,
+    [x, dy, dw]: [&Tensor; 3],
+) -> Result<()> {
     // K = N·OH·OW is long and M·N = Cout·Cin·KH·KW small: split K so that enough
     // workgroups run and no thread sums too many terms.
-    let (m, n) = (g.out_channels, g.in_channels * g.taps());
-    let tuning = rec.gpu().tuning();
-    let rows = tuning == Tuning::Cpu && (m > WIDE_M || n >= ROWS_MIN_WEIGHT_N);
-    if m <= NARROW_M && n <= NARROW_WEIGHT_N || m <= WIDE_M && n <= WIDE_WEIGHT_N && !rows {
-        return record_weight_narrow(rec, &g, positions, dw, [x, dy]);
+    let (params, product) = products(Pass::BackwardWeight, g)[0];
+    let [m, n, positions] = product;
+    let kernel = GemmKernel::pick(kernel, rec.gpu(), Pass::BackwardWeight, product);
+    if matches!(kernel, GemmKernel::Narrow | GemmKernel::Wide) {
+        let narrow = kernel == GemmKernel::Narrow;
+        return record_weight_narrow(rec, g, narrow, positions, dw, [x, dy]);
     }
-    // Workgroups per slice of K, how many to aim for, and what slices are multiples of.
-    let (blocks, target, step) = match tuning {
-        Tuning::Cpu => {
+    // Workgroups per slice of K, and what slices are multiples of.
+    let (blocks, step) = match kernel {
+        GemmKernel::Rows => {
             let (_, tiles_n) = rows_threads(rec.gpu(), n);
-            (tiles_n * m.div_ceil(rows_block(m)), CPU_WORKGROUPS, 1)
+            (tiles_n * m.div_ceil(rows_block(m)), 1)
         }
-        Tuning::Gpu => {
+        _ => {
             let (_, tile_m, tile_n) = gemm_tile(m, n);
-            let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
-            (tiles, TARGET_WORKGROUPS, TILE_K)
+            (m.div_ceil(tile_m) * n.div_ceil(tile_n), TILE_K)
         }
+    };
+    let target = match rec.gpu().tuning() {
+        Tuning::Cpu => CPU_WORKGROUPS,
+        Tuning::Gpu => TARGET_WORKGROUPS,
     };
     let wanted = target.div_ceil(blocks).min(positions.div_ceil(MIN_SPLIT_K));
     let [splits, k_per_split] =
@@ -727,8 +910,9 @@ pub fn backward_weight_into(
     record_gemm(
         rec,
         Pass::BackwardWeight,
-        g.gemm_params(),
-        [m, n, positions],
+        kernel,
+        params,
+        product,
         [splits, k_per_split],
         [dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
     )?;
@@ -736,6 +920,224 @@ pub fn backward_weight_into(
         record_reduce(rec, &partial, splits, dw)?;
     }
     Ok(())
+}
+
+/// The kernel families of one dense convolution pass on a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassKernels {
+    /// The families that fit every GEMM product of the pass: what a kernel search measures.
+    pub fitting: Vec<GemmKernel>,
+    /// The family the device runs each product with unless it searches: one entry, or for
+    /// the input gradient one per stride phase.
+    pub defaults: Vec<GemmKernel>,
+}
+
+/// The kernel families for the dense pass `pass` of a convolution of an input of shape
+/// `input` and a weight of shape `weight` on `gpu` (none for depthwise convolutions, which
+/// have direct kernels).
+pub fn kernels_for(
+    gpu: &Gpu,
+    pass: Pass,
+    conv: &Conv2d,
+    input: &[usize],
+    weight: &[usize],
+) -> Result<PassKernels> {
+    let g = conv.geometry("conv2d", input, weight)?;
+    let defaults = match g.depthwise {
+        true => Vec::new(),
+        false => products(pass, &g)
+            .iter()
+            .map(|(_, p)| GemmKernel::default_for(gpu.tuning(), pass, *p))
+            .collect(),
+    };
+    Ok(PassKernels {
+        fitting: fitting_kernels(pass, &g),
+        defaults,
+    })
+}
+
+fn fitting_kernels(pass: Pass, g: &Geometry) -> Vec<GemmKernel> {
+    if g.depthwise {
+        return Vec::new();
+    }
+    let products = products(pass, g);
+    GemmKernel::ALL
+        .into_iter()
+        .filter(|k| products.iter().all(|(_, p)| k.fits(pass, *p)))
+        .collect()
+}
+
+/// The kernel a device that searches kernels runs the dense pass `pass` of `g` with: its
+/// recorded choice, or the fastest family measured now on tensors of the same shapes.
+/// `None` (each product's default family) when the device does not search, when fewer than
+/// two families fit, or once its measuring budget is spent.
+fn searched_kernel(gpu: &Gpu, pass: Pass, g: &Geometry) -> Result<Option<GemmKernel>> {
+    let choices = gpu.choices();
+    if !choices.enabled() || g.depthwise {
+        return Ok(None);
+    }
+    let candidates = fitting_kernels(pass, g);
+    if candidates.len() < 2 {
+        return Ok(None);
+    }
+    let key = search_key(pass, g);
+    if let Some(kernel) = choices.get(&key).and_then(|v| GemmKernel::parse(&v)) {
+        if candidates.contains(&kernel) {
+            return Ok(Some(kernel));
+        }
+    }
+    measure_kernels(gpu, pass, g, &key, &candidates)
+}
+
+/// How a product is named in the kernel choices: the pass and every size that shapes it.
+fn search_key(pass: Pass, g: &Geometry) -> String {
+    format!(
+        "conv2d {} x {}x{}x{}x{} w {}x{}x{}x{} stride {}x{} pad {}x{}",
+        pass.name(),
+        g.batch,
+        g.in_channels,
+        g.in_h,
+        g.in_w,
+        g.out_channels,
+        g.in_channels,
+        g.kernel_h,
+        g.kernel_w,
+        g.stride[0],
+        g.stride[1],
+        g.padding[0],
+        g.padding[1]
+    )
+}
+
+/// Times each candidate on zero-filled tensors of `g`'s shapes (one run that compiles, then
+/// the best of up to three), stores the fastest under `key` and returns it. (Never reached in
+/// a browser, which cannot wait for the queue: there the search is off.)
+fn measure_kernels(
+    gpu: &Gpu,
+    pass: Pass,
+    g: &Geometry,
+    key: &str,
+    candidates: &[GemmKernel],
+) -> Result<Option<GemmKernel>> {
+    use std::time::Instant;
+    let choices = gpu.choices();
+    if choices.time_left().is_zero() {
+        return Ok(None);
+    }
+    let input = Tensor::zeros(gpu, &[g.batch, g.in_channels, g.in_h, g.in_w])?;
+    let weight = Tensor::zeros(
+        gpu,
+        &[g.out_channels, g.in_channels, g.kernel_h, g.kernel_w],
+    )?;
+    let output = Tensor::zeros(gpu, &g.output())?;
+    let run = |kernel: GemmKernel| -> Result<f64> {
+        let mut rec = Recorder::new(gpu);
+        let tensors = match pass {
+            Pass::Forward => [&input, &weight, &output],
+            Pass::BackwardData => [&output, &weight, &input],
+            Pass::BackwardWeight => [&input, &output, &weight],
+        };
+        record_dense(&mut rec, pass, g, Some(kernel), tensors)?;
+        let start = Instant::now();
+        rec.submit()?;
+        gpu.wait_idle()?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    let started = Instant::now();
+    let mut times = Vec::new();
+    for &kernel in candidates {
+        run(kernel)?;
+        let mut best = run(kernel)?;
+        // Short products are noisier: time them twice more.
+        if best < 50.0 {
+            best = best.min(run(kernel)?).min(run(kernel)?);
+        }
+        times.push((kernel, best));
+        if started.elapsed() >= choices.time_left() {
+            choices.spend(started.elapsed());
+            log::info!(
+                "cenet: kernel search budget spent; products not yet measured keep their \
+                 default kernels until a later run measures them"
+            );
+            return Ok(None);
+        }
+    }
+    choices.spend(started.elapsed());
+    let (best, ms) = times
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least two candidates");
+    let report: Vec<String> = times
+        .iter()
+        .map(|(k, ms)| format!("{} {ms:.2} ms", k.name()))
+        .collect();
+    log::info!(
+        "cenet: {key}: {} ({ms:.2} ms; measured {})",
+        best.name(),
+        report.join(", ")
+    );
+    choices.set(key, best.name());
+    Ok(Some(best))
+}
+
+/// Records the dense pass `pass` of a convolution with `kernel` for every GEMM product, into
+/// `out`: for comparing kernels on one product. `inputs` are the pass's inputs in order
+/// (forward: x, w; input gradient: dy, w; weight gradient: x, dy) and `out` its output
+/// (y, dx or dw). An error if the kernel does not fit every product (see [`kernels_for`]).
+pub fn record_with_kernel(
+    rec: &mut Recorder,
+    pass: Pass,
+    kernel: GemmKernel,
+    conv: &Conv2d,
+    inputs: [&Tensor; 2],
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    let (input, weight) = match pass {
+        Pass::Forward => (inputs[0].shape(), inputs[1].shape()),
+        Pass::BackwardData => (out.shape(), inputs[1].shape()),
+        Pass::BackwardWeight => (inputs[0].shape(), out.shape()),
+    };
+    let g = conv.geometry(OP, input, weight)?;
+    let fitting = fitting_kernels(pass, &g);
+    if !fitting.contains(&kernel) {
+        let names: Vec<&str> = fitting.iter().map(|k| k.name()).collect();
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the {} kernel does not fit the {} products {:?} (input {input:?}, weight \
+                 {weight:?}); these do: {}",
+                kernel.name(),
+                pass.name(),
+                products(pass, &g).iter().map(|p| p.1).collect::<Vec<_>>(),
+                names.join(", ")
+            ),
+        ));
+    }
+    let checked = match pass {
+        Pass::Forward => expect_shape(OP, "output", out, &g.output()),
+        Pass::BackwardData => expect_shape(OP, "output gradient", inputs[0], &g.output()),
+        Pass::BackwardWeight => expect_shape(OP, "output gradient", inputs[1], &g.output()),
+    };
+    checked?;
+    record_dense(rec, pass, &g, Some(kernel), [inputs[0], inputs[1], out])
+}
+
+/// [`record_with_kernel`] into a new tensor of shape `shape`, submitted at once.
+pub fn run_with_kernel(
+    gpu: &Gpu,
+    pass: Pass,
+    kernel: GemmKernel,
+    conv: &Conv2d,
+    inputs: [&Tensor; 2],
+    shape: &[usize],
+) -> Result<Tensor> {
+    let out = output(gpu, shape, "conv2d output")?;
+    let mut rec = Recorder::new(gpu);
+    record_with_kernel(&mut rec, pass, kernel, conv, inputs, &out)?;
+    rec.submit()?;
+    Ok(out)
 }
 
 /// Records the gradient with respect to the bias, `db[c] = Σ dy[n, c, oh, ow]`, into `db`
