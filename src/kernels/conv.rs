@@ -812,7 +812,18 @@ fn record_dense(
         Pass::Forward => record_forward(rec, g, kernel, [a, b, out], b.buffer(), false),
         Pass::BackwardWeight => record_backward_weight(rec, g, kernel, [a, b, out]),
         Pass::BackwardData => {
-            for (params, product) in products(pass, g) {
+            let phases = products(pass, g);
+            // Phases that no tap reaches (a 1×1 kernel with stride 2 reaches one in four)
+            // are zero: one clear of the whole gradient writes them faster than GEMMs over
+            // an empty K.
+            let unreached = phases.iter().any(|(_, [_, _, k])| *k == 0);
+            if unreached {
+                rec.clear(out);
+            }
+            for (params, product) in phases {
+                if unreached && product[2] == 0 {
+                    continue;
+                }
                 record_gemm(
                     rec,
                     pass,
