@@ -6,7 +6,11 @@
 // batchnorm_normalize4 (build.rs), which the host uses when H·W is a multiple of 4; n and
 // plane count Elems.
 //
-// x, y:                        [N, C, H, W] row-major
+// An epilogue may follow in the same pass (overrides): RESIDUAL adds `residual` (a
+// ResNet's shortcut), then ACTIVATION applies ReLU (1) or ReLU6 (2), so that the normalised
+// value is never written out and read back. `residual` is bound but unread without RESIDUAL.
+//
+// x, y, residual:              [N, C, H, W] row-major
 // mean, spread, weight, bias:  [C]
 
 alias Elem = f32;
@@ -23,10 +27,29 @@ struct Params {
 @group(0) @binding(2) var<storage, read> spread: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<Elem>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read> residual: array<Elem>;
+@group(0) @binding(6) var<storage, read_write> y: array<Elem>;
+@group(0) @binding(7) var<uniform> params: Params;
+
+override RESIDUAL: bool = false;
+// 0: none, 1: ReLU, 2: ReLU6.
+override ACTIVATION: u32 = 0u;
 
 const WORKGROUP: u32 = 256u;
+
+// The epilogue of element i with normalised value v.
+fn finish(i: u32, v: Elem) -> Elem {
+    var out = v;
+    if (RESIDUAL) {
+        out += residual[i];
+    }
+    if (ACTIVATION == 1u) {
+        out = max(out, Elem(0.0));
+    } else if (ACTIVATION == 2u) {
+        out = clamp(out, Elem(0.0), Elem(6.0));
+    }
+    return out;
+}
 
 fn index(wid: vec3<u32>, lid: u32, groups: vec3<u32>) -> u32 {
     return (wid.y * groups.x + wid.x) * WORKGROUP + lid;
@@ -40,7 +63,7 @@ fn normalize_batch(@builtin(workgroup_id) wid: vec3<u32>,
     let i = index(wid, lid, groups);
     if (i < params.n) {
         let c = (i / params.plane) % params.channels;
-        y[i] = (x[i] - mean[c]) * spread[c] * weight[c] + bias[c];
+        y[i] = finish(i, (x[i] - mean[c]) * spread[c] * weight[c] + bias[c]);
     }
 }
 
@@ -53,6 +76,6 @@ fn normalize_running(@builtin(workgroup_id) wid: vec3<u32>,
     if (i < params.n) {
         let c = (i / params.plane) % params.channels;
         let inv_std = 1.0 / sqrt(spread[c] + params.eps);
-        y[i] = (x[i] - mean[c]) * inv_std * weight[c] + bias[c];
+        y[i] = finish(i, (x[i] - mean[c]) * inv_std * weight[c] + bias[c]);
     }
 }

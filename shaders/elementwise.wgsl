@@ -45,7 +45,8 @@ fn relu6_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-// a = forward input x, b = dy; out = dy where x > 0 (PyTorch's convention: 0 at x = 0)
+// a = forward input x or output y (both are positive at the same places), b = dy;
+// out = dy where x > 0 (PyTorch's convention: 0 at x = 0)
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                  @builtin(num_workgroups) groups: vec3<u32>) {
@@ -55,7 +56,8 @@ fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-// a = forward input x, b = dy; out = dy where 0 < x < 6
+// a = forward input x or output y (y = x where 0 < x < 6, and 0 or 6 elsewhere), b = dy;
+// out = dy where 0 < x < 6
 @compute @workgroup_size(256)
 fn relu6_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                   @builtin(num_workgroups) groups: vec3<u32>) {
@@ -66,12 +68,24 @@ fn relu6_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     }
 }
 
-// out = a + b
+// Applied to the sum by add_forward: 0 none, 1 ReLU, 2 ReLU6 (a residual sum and the
+// activation after it in one pass).
+override ACTIVATION: u32 = 0u;
+
+// out = act(a + b)
 @compute @workgroup_size(256)
 fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
                @builtin(num_workgroups) groups: vec3<u32>) {
     let i = index(wid, lid, groups);
     if (i < params.n) {
-        out[i] = a[i] + b[i];
+        let sum = a[i] + b[i];
+        if (ACTIVATION == 1u) {
+            out[i] = max(sum, Elem(0.0));
+        } else if (ACTIVATION == 2u) {
+            out[i] = clamp(sum, Elem(0.0), Elem(6.0));
+        } else {
+            out[i] = sum;
+        }
     }
 }
+

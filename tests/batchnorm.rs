@@ -4,9 +4,10 @@
 
 mod common;
 
-use cenet::kernels::batchnorm::{self, BatchNorm2d, BatchNormGrads, SavedStats};
+use cenet::kernels::activation::Activation;
+use cenet::kernels::batchnorm::{self, BatchNorm2d, BatchNormGrads, Epilogue, SavedStats};
 use cenet::kernels::Recorder;
-use cenet::Gpu;
+use cenet::{Gpu, Tensor};
 use common::reference::batchnorm::{batch_stats, BatchNorm2dRef};
 use common::*;
 
@@ -424,6 +425,80 @@ fn batchnorm2d_rejects_bad_shapes_naming_the_op_and_shapes() {
         .to_string();
     assert!(
         err.contains("batchnorm2d") && err.contains("output"),
+        "{err}"
+    );
+}
+
+#[test]
+fn batchnorm2d_epilogues_add_a_residual_and_apply_relu_or_relu6_in_the_same_pass() {
+    let mut rng = Rng::new(16);
+    for xs in SHAPES {
+        let n: usize = xs.iter().product();
+        let reference = random_layer(&mut rng, xs[1]);
+        let x = random_input(&mut rng, xs);
+        // Values up to ±8 so that ReLU6 clips at both ends.
+        let r = through_f32(&rng.uniform(n, -8.0, 8.0));
+        let (xt, rt) = (upload(&xs, &x), upload(&xs, &r));
+        let normalised_train = reference.forward_train(&x, xs).y;
+        let normalised_eval = reference.forward_eval(&x, xs);
+        for act in [None, Some(Activation::Relu), Some(Activation::Relu6)] {
+            for residual in [None, Some(&rt)] {
+                let finish = |v: f64, i: usize| {
+                    let v = v + residual.map_or(0.0, |_| r[i]);
+                    match act {
+                        None => v,
+                        Some(Activation::Relu) => v.max(0.0),
+                        Some(Activation::Relu6) => v.clamp(0.0, 6.0),
+                    }
+                };
+                let epilogue = Epilogue {
+                    residual,
+                    activation: act,
+                };
+                let name = format!("{xs:?} residual {} {act:?}", residual.is_some());
+
+                for train in [true, false] {
+                    let mut layer = upload_layer(&reference);
+                    let saved = SavedStats::new(gpu(), xs[1]).unwrap();
+                    let y = Tensor::uninit(gpu(), &xs, cenet::DType::F32, "y").unwrap();
+                    let mut rec = Recorder::new(gpu());
+                    let (normalised, recorded) = if train {
+                        let fused = batchnorm::forward_train_fused_into;
+                        let recorded = fused(&mut rec, &mut layer, &xt, &y, &saved, epilogue);
+                        (&normalised_train, recorded)
+                    } else {
+                        let fused = batchnorm::forward_eval_fused_into;
+                        (&normalised_eval, fused(&mut rec, &layer, &xt, &y, epilogue))
+                    };
+                    recorded.unwrap();
+                    rec.submit().unwrap();
+                    let want: Vec<f64> = normalised
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| finish(v, i))
+                        .collect();
+                    let what = format!("{name} train {train}");
+                    assert_close(&what, &download(&y), &want, TOL_NORMALIZED);
+                }
+            }
+        }
+    }
+    // A residual of another shape is refused, naming both.
+    let layer = upload_layer(&random_layer(&mut rng, 3));
+    let (x, r) = (
+        upload(&[1, 3, 7, 5], &[0.0; 105]),
+        upload(&[1, 3, 5, 7], &[0.0; 105]),
+    );
+    let mut rec = Recorder::new(gpu());
+    let epilogue = Epilogue {
+        residual: Some(&r),
+        activation: None,
+    };
+    let err = batchnorm::forward_eval_fused_into(&mut rec, &layer, &x, &x.clone(), epilogue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("residual") && err.contains("[1, 3, 5, 7]"),
         "{err}"
     );
 }

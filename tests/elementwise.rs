@@ -38,18 +38,23 @@ fn activations_match_reference_forward_and_backward() {
                 TOL_ELEMENTWISE,
             );
 
-            let dx = download(&activation::backward(gpu(), act, &xt, &dyt).unwrap());
             let want: Vec<f64> = x
                 .iter()
                 .zip(&dy)
                 .map(|(&v, &g)| g * relu_grad_ref(v, act))
                 .collect();
-            assert_close(
-                &format!("{act:?} backward {shape:?}"),
-                &dx,
-                &want,
-                TOL_ELEMENTWISE,
-            );
+            // The backward pass takes the forward input or its output alike (the graph
+            // executor passes the output, which may be all that a fused pass stored).
+            let yt = upload(&shape, &y);
+            for (from, t) in [("input", &xt), ("output", &yt)] {
+                let dx = download(&activation::backward(gpu(), act, t, &dyt).unwrap());
+                assert_close(
+                    &format!("{act:?} backward from the {from} {shape:?}"),
+                    &dx,
+                    &want,
+                    TOL_ELEMENTWISE,
+                );
+            }
         }
     }
 }
@@ -92,6 +97,31 @@ fn add_matches_reference() {
         .map(|(x, y)| (*x as f32 + *y as f32) as f64)
         .collect();
     assert_close("add", &out, &want, TOL_ELEMENTWISE);
+}
+
+#[test]
+fn add_then_relu_or_relu6_in_one_pass_matches_reference() {
+    let mut rng = Rng::new(4);
+    for shape in [vec![3, 3, 7, 5], vec![70_001]] {
+        let n: usize = shape.iter().product();
+        let a = through_f32(&rng.uniform(n, -6.0, 6.0));
+        let b = through_f32(&rng.uniform(n, -6.0, 6.0));
+        let (at, bt) = (upload(&shape, &a), upload(&shape, &b));
+        for act in [Activation::Relu, Activation::Relu6] {
+            let out = download(&activation::add_act(gpu(), act, &at, &bt).unwrap());
+            let want: Vec<f64> = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| relu_ref((*x as f32 + *y as f32) as f64, act))
+                .collect();
+            assert_close(
+                &format!("add then {act:?} {shape:?}"),
+                &out,
+                &want,
+                TOL_ELEMENTWISE,
+            );
+        }
+    }
 }
 
 #[test]

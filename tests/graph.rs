@@ -2,7 +2,7 @@
 
 use cenet::graph::autodiff::{training_program, Instr, Storage};
 use cenet::graph::plan::{lifetimes, plan};
-use cenet::graph::{Conv2d, Graph, Init};
+use cenet::graph::{Conv2d, Graph, Init, NodeId, Op};
 use cenet::nn::resnet::ResNetConfig;
 
 #[test]
@@ -183,4 +183,108 @@ fn resnet20_planned_peak_memory_at_batch_128_stays_near_the_live_bound() {
             total
         );
     }
+}
+
+/// (activation, sum, norm) of every fused forward instruction, and the nodes still computed
+/// on their own.
+fn fusions(
+    program: &cenet::graph::autodiff::StepProgram,
+) -> (Vec<[Option<NodeId>; 3]>, Vec<NodeId>) {
+    let mut fused = Vec::new();
+    let mut alone = Vec::new();
+    for instr in &program.instrs {
+        match *instr {
+            Instr::FusedForward { act, add, norm, .. } => fused.push([Some(act), add, norm]),
+            Instr::Forward { node, .. } => alone.push(node),
+            _ => {}
+        }
+    }
+    (fused, alone)
+}
+
+#[test]
+fn activations_absorb_the_batch_norms_and_sums_that_only_they_read() {
+    for ce in [false, true] {
+        let model = ResNetConfig::new(8, ce).unwrap().build(2).unwrap();
+        let graph = &model.graph;
+        let program = training_program(graph, model.loss, &[model.logits]);
+        let (fused, alone) = fusions(&program);
+        let kind = |n: NodeId| match graph.node(n).op {
+            Op::Relu(_) => "relu",
+            Op::Add(..) => "add",
+            Op::BatchNorm { .. } => "bn",
+            Op::ChannelEquilibrium { .. } => "ce",
+            _ => "other",
+        };
+        let shapes: Vec<String> = fused
+            .iter()
+            .map(|f| {
+                f.iter()
+                    .flatten()
+                    .map(|&n| kind(n))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect();
+        // The stem and each block's first ReLU absorb their batch norm; a block's last ReLU
+        // absorbs its sum and, where one operand is a batch norm read by nothing else, that
+        // too (without CE the residual branch's; with CE the projected shortcut's). Under CE
+        // the stem's ReLU reads the CE block and stays alone.
+        let want: &[&str] = if ce {
+            &[
+                "relu+bn",
+                "relu+add",
+                "relu+bn",
+                "relu+add+bn",
+                "relu+bn",
+                "relu+add+bn",
+            ]
+        } else {
+            &[
+                "relu+bn",
+                "relu+bn",
+                "relu+add+bn",
+                "relu+bn",
+                "relu+add+bn",
+                "relu+bn",
+                "relu+add+bn",
+            ]
+        };
+        assert_eq!(shapes, want, "ce {ce}");
+        let relus_alone = alone.iter().filter(|&&n| kind(n) == "relu").count();
+        assert_eq!(relus_alone, ce as usize, "ce {ce}");
+
+        // Absorbed values are never computed, read or given memory.
+        let p = plan(graph, &program);
+        for f in &fused {
+            for &n in f[1..].iter().flatten() {
+                assert!(
+                    !alone.contains(&n),
+                    "{} also computed alone",
+                    graph.node(n).name
+                );
+                let v = program.values[&n];
+                assert_eq!(p.slot[v.0], None, "{} has memory", graph.node(n).name);
+                for instr in &program.instrs {
+                    assert!(!program.reads(graph, instr).contains(&v));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_asked_for_as_an_output_is_not_fused_away() {
+    let model = ResNetConfig::new(8, false).unwrap().build(2).unwrap();
+    let graph = &model.graph;
+    let first_norm = (0..graph.nodes.len())
+        .map(NodeId)
+        .find(|&n| matches!(graph.node(n).op, Op::BatchNorm { .. }))
+        .unwrap();
+    let (fused, alone) = fusions(&training_program(graph, model.loss, &[]));
+    assert!(fused.iter().any(|f| f[2] == Some(first_norm)));
+    assert!(!alone.contains(&first_norm));
+    let (fused, alone) = fusions(&training_program(graph, model.loss, &[first_norm]));
+    assert!(fused.iter().all(|f| f[2] != Some(first_norm)));
+    assert!(alone.contains(&first_norm));
 }

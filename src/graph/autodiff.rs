@@ -54,6 +54,20 @@ pub enum Instr {
         /// Its value.
         out: VId,
     },
+    /// Computes the value of `act` (a ReLU or ReLU6) into `out` in one pass together with the
+    /// nodes before it whose values nothing else reads, which are then never stored: the
+    /// batch norm `norm`, the sum `add`, or both (`act(norm + shortcut)`, where `norm` is
+    /// one operand of `add`). See [`fuse_activations`].
+    FusedForward {
+        /// The activation node.
+        act: NodeId,
+        /// The sum it reads, if absorbed.
+        add: Option<NodeId>,
+        /// The batch norm it (or the absorbed sum) reads, if absorbed.
+        norm: Option<NodeId>,
+        /// The activation's value.
+        out: VId,
+    },
     /// Propagates `dy` back through `node`: one optional gradient target per input, in
     /// [`Graph::inputs`] order (`None` where no gradient is needed). The loss has no `dy`.
     Backward {
@@ -112,11 +126,26 @@ impl StepProgram {
             Instr::Forward { node, .. } => {
                 graph.inputs(*node).iter().map(|n| self.values[n]).collect()
             }
+            Instr::FusedForward { act, add, norm, .. } => {
+                let absorbed = [Some(*act), *add, *norm];
+                let mut reads = Vec::new();
+                for n in absorbed.iter().flatten() {
+                    for input in graph.inputs(*n) {
+                        if !absorbed.contains(&Some(input)) {
+                            reads.push(self.values[&input]);
+                        }
+                    }
+                }
+                reads
+            }
             Instr::Backward { node, dy, .. } => {
                 // Backward passes read their forward inputs (conv and linear need x and the
-                // weight, normalisations and activations their input) except where noted.
+                // weight, normalisations their input) except where noted; activations read
+                // their own output, which may be all that was stored of the fused nodes
+                // before them.
                 let mut reads: Vec<VId> = match graph.node(*node).op {
                     Op::GlobalAvgPool(_) | Op::MaxPool2d { .. } | Op::Add(..) => vec![],
+                    Op::Relu(_) | Op::Relu6(_) => vec![self.values[node]],
                     _ => graph.inputs(*node).iter().map(|n| self.values[n]).collect(),
                 };
                 reads.extend(dy);
@@ -130,7 +159,7 @@ impl StepProgram {
     /// The tensors an instruction writes.
     pub fn writes(&self, instr: &Instr) -> Vec<VId> {
         match instr {
-            Instr::Forward { out, .. } => vec![*out],
+            Instr::Forward { out, .. } | Instr::FusedForward { out, .. } => vec![*out],
             Instr::Backward { grads, dy, .. } => {
                 // Add's backward writes nothing: its gradients are `dy` itself.
                 grads
@@ -187,7 +216,72 @@ pub fn forward_program(graph: &Graph, outputs: &[NodeId]) -> StepProgram {
         }
     }
     program.outputs = outputs.iter().map(|n| program.values[n]).collect();
+    fuse_activations(graph, &mut program, outputs);
     program
+}
+
+/// Folds the batch norms and sums that feed only a ReLU or ReLU6 into one
+/// [`Instr::FusedForward`] at the activation: `act(bn(x))`, `act(bn(x) + shortcut)` (a
+/// ResNet block's end) or `act(a + b)`. The absorbed nodes' values are then neither written
+/// nor read, and the planner gives them no memory. A node asked for as an output, or read
+/// by any other node, is left alone. Backward passes are unchanged: a batch norm's reads its
+/// input, a sum's reads nothing, and an activation's reads its own output.
+fn fuse_activations(graph: &Graph, program: &mut StepProgram, outputs: &[NodeId]) {
+    let mut readers = vec![0usize; graph.nodes.len()];
+    for instr in &program.instrs {
+        if let Instr::Forward { node, .. } = instr {
+            for x in graph.inputs(*node) {
+                readers[x.0] += 1;
+            }
+        }
+    }
+    let computed: std::collections::HashSet<NodeId> = program
+        .instrs
+        .iter()
+        .filter_map(|i| match i {
+            Instr::Forward { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    let private = |n: NodeId| readers[n.0] == 1 && !outputs.contains(&n) && computed.contains(&n);
+    let is_norm = |n: NodeId| matches!(graph.node(n).op, Op::BatchNorm { .. }) && private(n);
+
+    let mut absorbed = std::collections::HashSet::new();
+    let mut fused = HashMap::new();
+    for instr in &program.instrs {
+        let Instr::Forward { node: act, out } = *instr else {
+            continue;
+        };
+        let (Op::Relu(x) | Op::Relu6(x)) = graph.node(act).op else {
+            continue;
+        };
+        let (add, norm) = match graph.node(x).op {
+            Op::BatchNorm { .. } if private(x) => (None, Some(x)),
+            Op::Add(a, b) if private(x) => {
+                let norm = [a, b].into_iter().find(|&o| a != b && is_norm(o));
+                (Some(x), norm)
+            }
+            _ => continue,
+        };
+        absorbed.extend(add.into_iter().chain(norm));
+        fused.insert(
+            act,
+            Instr::FusedForward {
+                act,
+                add,
+                norm,
+                out,
+            },
+        );
+    }
+    program.instrs = std::mem::take(&mut program.instrs)
+        .into_iter()
+        .filter_map(|instr| match instr {
+            Instr::Forward { node, .. } if absorbed.contains(&node) => None,
+            Instr::Forward { node, .. } if fused.contains_key(&node) => fused.remove(&node),
+            other => Some(other),
+        })
+        .collect();
 }
 
 /// Forward, backward and parameter updates for minimising `loss` (a scalar node).

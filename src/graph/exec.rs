@@ -327,15 +327,19 @@ impl Executor {
             .collect::<Result<_>>()?;
         let input = Tensor::uninit(gpu, graph.shape(model.input), DType::F32, "input batch")?;
         let labels = Tensor::uninit(gpu, graph.shape(model.labels), DType::U32, "labels")?;
+        let fused_away = Tensor::uninit(gpu, &[1], DType::F32, "value fused away")?;
         let mut values = Vec::with_capacity(program.tensors.len());
         for (v, t) in program.tensors.iter().enumerate() {
             values.push(match t.storage {
                 Storage::Host if t.dtype == DType::U32 => labels.clone(),
                 Storage::Host => input.clone(),
                 Storage::Param(p) => self.named(&graph.params[p.0].name)?,
-                Storage::Planned => {
-                    slots[plan.slot[v].expect("planned")].view(&t.shape, t.dtype)?
-                }
+                // A value fused away is never read or written, so has no slot; it gets a
+                // one-element stand-in that every op's shape check would reject.
+                Storage::Planned => match plan.slot[v] {
+                    Some(slot) => slots[slot].view(&t.shape, t.dtype)?,
+                    None => fused_away.clone(),
+                },
             });
         }
 
@@ -852,6 +856,56 @@ impl Executor {
                     }
                 }
             }
+            Instr::FusedForward {
+                act,
+                add,
+                norm,
+                out,
+            } => {
+                let activation = match graph.node(*act).op {
+                    Op::Relu(_) => Activation::Relu,
+                    _ => Activation::Relu6,
+                };
+                let operands = |add: NodeId| match graph.node(add).op {
+                    Op::Add(a, b) => (a, b),
+                    _ => unreachable!("fused sums are Add nodes"),
+                };
+                let Some(norm) = norm else {
+                    let (a, b) = operands(add.expect("a fused sum or batch norm"));
+                    return activation::add_act_into(
+                        rec,
+                        Some(activation),
+                        value(a),
+                        value(b),
+                        t(*out),
+                    );
+                };
+                let Op::BatchNorm { x, layer } = graph.node(*norm).op else {
+                    unreachable!("fused norms are BatchNorm nodes");
+                };
+                let residual = add.map(|add| {
+                    let (a, b) = operands(add);
+                    value(if a == *norm { b } else { a })
+                });
+                let epilogue = batchnorm::Epilogue {
+                    residual,
+                    activation: Some(activation),
+                };
+                let mut bn = self.batch_norm(graph, layer)?;
+                if c.mode == Mode::Train {
+                    let saved = &c.bn_saved[layer];
+                    batchnorm::forward_train_fused_into(
+                        rec,
+                        &mut bn,
+                        value(x),
+                        t(*out),
+                        saved,
+                        epilogue,
+                    )?;
+                } else {
+                    batchnorm::forward_eval_fused_into(rec, &bn, value(x), t(*out), epilogue)?;
+                }
+            }
             Instr::Backward { node, dy, grads } => {
                 let dy = dy.map(t);
                 let g = |i: usize| grads.get(i).copied().flatten().map(t);
@@ -927,23 +981,23 @@ impl Executor {
                         };
                         ce::ce_backward_into(rec, &state, x, dy, &ce_saved[*layer], &out)?;
                     }
-                    Op::Relu(x) => {
+                    Op::Relu(_) => {
                         if let Some(dx) = g(0) {
                             activation::backward_into(
                                 rec,
                                 Activation::Relu,
-                                value(*x),
+                                value(*node),
                                 dy.expect("relu"),
                                 dx,
                             )?;
                         }
                     }
-                    Op::Relu6(x) => {
+                    Op::Relu6(_) => {
                         if let Some(dx) = g(0) {
                             activation::backward_into(
                                 rec,
                                 Activation::Relu6,
-                                value(*x),
+                                value(*node),
                                 dy.expect("relu6"),
                                 dx,
                             )?;

@@ -29,9 +29,12 @@ pub enum Activation {
     Relu6,
 }
 
+/// Records `entry` of the elementwise shader, with `activation` (0 none, 1 ReLU, 2 ReLU6) for
+/// `add_forward`.
 fn record(
     rec: &mut Recorder,
     entry: &'static str,
+    activation: u32,
     a: &Tensor,
     b: &Tensor,
     out: &Tensor,
@@ -42,7 +45,10 @@ fn record(
     } else {
         ("elementwise", out.len())
     };
-    let spec = KernelSpec::new(shader, entry, BINDINGS);
+    let mut spec = KernelSpec::new(shader, entry, BINDINGS);
+    if activation != 0 {
+        spec = spec.with("ACTIVATION", activation as f64);
+    }
     let groups = grid_for(rec.gpu(), n, WORKGROUP);
     let params = Params { n: n as u32 };
     rec.dispatch(
@@ -61,10 +67,12 @@ pub fn forward_into(rec: &mut Recorder, act: Activation, x: &Tensor, y: &Tensor)
         Activation::Relu => "relu_forward",
         Activation::Relu6 => "relu6_forward",
     };
-    record(rec, entry, x, x, y)
+    record(rec, entry, 0, x, x, y)
 }
 
-/// Records `dx = dy · act'(x)`, with `x` the forward input.
+/// Records `dx = dy · act'(x)`, with `x` the forward input or its output: ReLU and ReLU6 pass
+/// the gradient where their output is strictly between its bounds, which is where their
+/// input is.
 pub fn backward_into(
     rec: &mut Recorder,
     act: Activation,
@@ -79,14 +87,30 @@ pub fn backward_into(
         Activation::Relu => "relu_backward",
         Activation::Relu6 => "relu6_backward",
     };
-    record(rec, entry, x, dy, dx)
+    record(rec, entry, 0, x, dy, dx)
 }
 
 /// Records `out = a + b`.
 pub fn add_into(rec: &mut Recorder, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
+    add_act_into(rec, None, a, b, out)
+}
+
+/// Records `out = act(a + b)` in one pass (`out = a + b` without an activation).
+pub fn add_act_into(
+    rec: &mut Recorder,
+    act: Option<Activation>,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
     expect_shape("add", "second operand", b, a.shape())?;
     expect_shape("add", "output", out, a.shape())?;
-    record(rec, "add_forward", a, b, out)
+    let code = match act {
+        None => 0,
+        Some(Activation::Relu) => 1,
+        Some(Activation::Relu6) => 2,
+    };
+    record(rec, "add_forward", code, a, b, out)
 }
 
 fn op_name(act: Activation) -> &'static str {
@@ -128,4 +152,11 @@ pub fn backward(gpu: &Gpu, act: Activation, x: &Tensor, dy: &Tensor) -> Result<T
 /// `a + b`, submitted at once.
 pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     run(gpu, a.shape(), |rec, out| add_into(rec, a, b, out))
+}
+
+/// `act(a + b)`, submitted at once.
+pub fn add_act(gpu: &Gpu, act: Activation, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    run(gpu, a.shape(), |rec, out| {
+        add_act_into(rec, Some(act), a, b, out)
+    })
 }

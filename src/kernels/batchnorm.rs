@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, KernelSpec, Tuning};
+use crate::kernels::activation::Activation;
 use crate::kernels::{expect_nchw, expect_shape, grid, grid_for, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -44,6 +45,7 @@ const STATS_FINALIZE_BINDINGS: &[Binding] = &[
 /// The normalising pass's shaders, per element and per vec4.
 const NORMALIZE: [&str; 2] = ["batchnorm_normalize", "batchnorm_normalize4"];
 const NORMALIZE_BINDINGS: &[Binding] = &[
+    Binding::Read,
     Binding::Read,
     Binding::Read,
     Binding::Read,
@@ -346,6 +348,19 @@ pub fn forward_train_into(
     y: &Tensor,
     saved: &SavedStats,
 ) -> Result<()> {
+    forward_train_fused_into(rec, bn, x, y, saved, Epilogue::default())
+}
+
+/// [`forward_train_into`] followed by `epilogue` in the normalising pass: `y` then holds,
+/// say, relu(bn(x) + residual). The saved statistics are those of `x`, as without it.
+pub fn forward_train_fused_into(
+    rec: &mut Recorder,
+    bn: &mut BatchNorm2d,
+    x: &Tensor,
+    y: &Tensor,
+    saved: &SavedStats,
+    epilogue: Epilogue,
+) -> Result<()> {
     let d = dims(rec.gpu(), bn, x)?;
     expect_batch(&d, x)?;
     expect_shape(OP, "output", y, x.shape())?;
@@ -383,28 +398,60 @@ pub fn forward_train_into(
         }),
         grid(gpu, d.channels as u32),
     )?;
-    let (spec, params, groups) = d.elementwise_pass(
-        gpu,
-        NORMALIZE,
-        "normalize_batch",
-        NORMALIZE_BINDINGS,
-        bn.eps,
-    );
+    let stats = [&saved.mean, &saved.inv_std];
+    normalize(rec, &d, "normalize_batch", bn, stats, [x, y], epilogue)?;
+    bn.num_batches_tracked += 1;
+    Ok(())
+}
+
+/// What the normalising pass of a batch norm does next in the same pass: the normalised
+/// value is never written out and read back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// Added to the normalised value: a residual shortcut of the input's shape.
+    pub residual: Option<&'a Tensor>,
+    /// Applied last.
+    pub activation: Option<Activation>,
+}
+
+/// Records the elementwise pass `entry` of `batchnorm_normalize` from `x` into `y` with the
+/// per-channel `[mean, spread]`, followed by `epilogue`.
+fn normalize(
+    rec: &mut Recorder,
+    d: &Dims,
+    entry: &'static str,
+    bn: &BatchNorm2d,
+    [mean, spread]: [&Tensor; 2],
+    [x, y]: [&Tensor; 2],
+    epilogue: Epilogue,
+) -> Result<()> {
+    if let Some(r) = epilogue.residual {
+        expect_shape(OP, "residual", r, x.shape())?;
+    }
+    let (spec, params, groups) =
+        d.elementwise_pass(rec.gpu(), NORMALIZE, entry, NORMALIZE_BINDINGS, bn.eps);
+    let activation = match epilogue.activation {
+        None => 0,
+        Some(Activation::Relu) => 1,
+        Some(Activation::Relu6) => 2,
+    };
+    let spec = spec
+        .with("RESIDUAL", epilogue.residual.is_some() as u32 as f64)
+        .with("ACTIVATION", activation as f64);
     rec.dispatch(
         &spec,
         &[
             x.buffer(),
-            saved.mean.buffer(),
-            saved.inv_std.buffer(),
+            mean.buffer(),
+            spread.buffer(),
             bn.weight.buffer(),
             bn.bias.buffer(),
+            epilogue.residual.unwrap_or(x).buffer(),
             y.buffer(),
         ],
         Some(&params),
         groups,
-    )?;
-    bn.num_batches_tracked += 1;
-    Ok(())
+    )
 }
 
 /// Records the evaluation forward pass: normalises `x` with the running statistics into `y`.
@@ -414,29 +461,21 @@ pub fn forward_eval_into(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<()> {
+    forward_eval_fused_into(rec, bn, x, y, Epilogue::default())
+}
+
+/// [`forward_eval_into`] followed by `epilogue` in the same pass.
+pub fn forward_eval_fused_into(
+    rec: &mut Recorder,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    y: &Tensor,
+    epilogue: Epilogue,
+) -> Result<()> {
     let d = dims(rec.gpu(), bn, x)?;
     expect_shape(OP, "output", y, x.shape())?;
-    let gpu = rec.gpu();
-    let (spec, params, groups) = d.elementwise_pass(
-        gpu,
-        NORMALIZE,
-        "normalize_running",
-        NORMALIZE_BINDINGS,
-        bn.eps,
-    );
-    rec.dispatch(
-        &spec,
-        &[
-            x.buffer(),
-            bn.running_mean.buffer(),
-            bn.running_var.buffer(),
-            bn.weight.buffer(),
-            bn.bias.buffer(),
-            y.buffer(),
-        ],
-        Some(&params),
-        groups,
-    )
+    let stats = [&bn.running_mean, &bn.running_var];
+    normalize(rec, &d, "normalize_running", bn, stats, [x, y], epilogue)
 }
 
 /// Records the training-mode backward pass through the batch statistics: from the forward
