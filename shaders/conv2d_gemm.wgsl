@@ -53,6 +53,11 @@
 // workgroup on the same rows, so that their reads of the staged A are one broadcast load.
 // On lavapipe they run the 32- and 64-channel layers of a ResNet about 1.4× as fast as the
 // tiled and wide kernels, whose per-thread blocks are sized for a GPU's registers instead.
+//
+// Under SEGMENTS (stride 1 along the width, rows of whole vec4s; see row_quad) the row-block
+// and narrow kernels load a thread's 8 columns of B, which are then 8 neighbouring pixels of
+// one source row, as 3 aligned vec4s of b_vec (b_src's buffer bound a second time) rather
+// than 8 gathered scalars.
 
 struct Params {
     batch: u32,
@@ -91,7 +96,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> b_src: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+// b_src seen as vec4s (read only under SEGMENTS; otherwise any buffer of a vec4 or more).
+@group(0) @binding(4) var<storage, read> b_vec: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 // Threads along M: 2, 4 or 8.
 override TY: u32 = 8u;
@@ -420,7 +427,7 @@ fn gemm_narrow(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let right = cols4(mode, col0 + 4u);
     var acc: Narrow;
     for (var k = 0u; k < k_end; k += 1u) {
-        acc = narrow_fma(acc, k * 4u, left, right, mode, b_row(mode, k));
+        acc = narrow_fma(acc, k * 4u, b_eight(mode, left, right, b_row(mode, k)));
     }
     store16x4(mode, col0, 0u, 0u, acc.left);
     store16x4(mode, col0 + 4u, 0u, 0u, acc.right);
@@ -446,11 +453,10 @@ fn a_quad(mode: u32, k: u32, row: u32) -> vec4<f32> {
     return v;
 }
 
-// The per-thread state of the narrow and wide kernels, in named registers (a software
-// rasteriser would index arrays lane by lane), as units of 16 rows × 4 columns: a narrow
-// thread holds two units side by side (8 columns), a wide one two stacked (32 rows).
-// Column j of a unit has its decoded B column cj, its gathered B value bj at the current k,
-// and rows 4q..4q + 3 of its sums in qqj.
+// The per-thread state of the narrow and wide kernels is made of units of 16 rows × 4
+// columns (Tile16x4, see include/tile16x4.wgsl): a narrow thread holds two units side by
+// side (8 columns), a wide one two stacked (32 rows). Column j of a unit has its decoded B
+// column cj and its gathered B value bj at the current k.
 struct Cols4 {
     c0: vec3<i32>,
     c1: vec3<i32>,
@@ -458,19 +464,7 @@ struct Cols4 {
     c3: vec3<i32>,
 }
 
-struct B4 {
-    b0: f32,
-    b1: f32,
-    b2: f32,
-    b3: f32,
-}
-
-struct Tile16x4 {
-    q00: vec4<f32>, q01: vec4<f32>, q02: vec4<f32>, q03: vec4<f32>,
-    q10: vec4<f32>, q11: vec4<f32>, q12: vec4<f32>, q13: vec4<f32>,
-    q20: vec4<f32>, q21: vec4<f32>, q22: vec4<f32>, q23: vec4<f32>,
-    q30: vec4<f32>, q31: vec4<f32>, q32: vec4<f32>, q33: vec4<f32>,
-}
+// #include tile16x4.wgsl
 
 // B columns col0..col0 + 3, decoded (clamped to the last column).
 fn cols4(mode: u32, col0: u32) -> Cols4 {
@@ -493,17 +487,6 @@ fn gather4(mode: u32, c: Cols4, row: vec3<i32>) -> B4 {
     );
 }
 
-// acc + A[16 rows, k] · B[k, 4 columns], the rows given as 4 quads.
-fn fma16x4(acc: Tile16x4, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
-           b: B4) -> Tile16x4 {
-    return Tile16x4(
-        acc.q00 + a0 * b.b0, acc.q01 + a0 * b.b1, acc.q02 + a0 * b.b2, acc.q03 + a0 * b.b3,
-        acc.q10 + a1 * b.b0, acc.q11 + a1 * b.b1, acc.q12 + a1 * b.b2, acc.q13 + a1 * b.b3,
-        acc.q20 + a2 * b.b0, acc.q21 + a2 * b.b1, acc.q22 + a2 * b.b2, acc.q23 + a2 * b.b3,
-        acc.q30 + a3 * b.b0, acc.q31 + a3 * b.b1, acc.q32 + a3 * b.b2, acc.q33 + a3 * b.b3,
-    );
-}
-
 // Writes rows row0..row0 + 15 (those below m) of columns col0..col0 + 3 of split `split`.
 fn store16x4(mode: u32, col0: u32, split: u32, row0: u32, acc: Tile16x4) {
     store_column(mode, col0, split, row0, acc.q00, acc.q10, acc.q20, acc.q30);
@@ -521,14 +504,7 @@ fn store_column(mode: u32, col: u32, split: u32, row0: u32, q0: vec4<f32>, q1: v
     let at = c_column(mode, col, split);
     let step = c_step(mode);
     for (var r = 0u; r < 16u && row0 + r < params.m; r += 1u) {
-        var v = q0[r % 4u];
-        if (r >= 12u) {
-            v = q3[r % 4u];
-        } else if (r >= 8u) {
-            v = q2[r % 4u];
-        } else if (r >= 4u) {
-            v = q1[r % 4u];
-        }
+        var v = row_of16(r, q0, q1, q2, q3);
         let row = row0 + r;
         if (mode == FORWARD && params.has_bias != 0u) {
             v += bias[row];
@@ -543,16 +519,15 @@ struct Narrow {
     right: Tile16x4,
 }
 
-// acc + A[16 rows, k] · B[k, the 8 columns left and right], A's 4 row quads at a_all[at..].
-fn narrow_fma(acc: Narrow, at: u32, left: Cols4, right: Cols4, mode: u32,
-              row: vec3<i32>) -> Narrow {
+// acc + A[16 rows, k] · B[k, 8 columns], A's 4 row quads at a_all[at..].
+fn narrow_fma(acc: Narrow, at: u32, b: B8) -> Narrow {
     let a0 = a_all[at];
     let a1 = a_all[at + 1u];
     let a2 = a_all[at + 2u];
     let a3 = a_all[at + 3u];
     return Narrow(
-        fma16x4(acc.left, a0, a1, a2, a3, gather4(mode, left, row)),
-        fma16x4(acc.right, a0, a1, a2, a3, gather4(mode, right, row)),
+        fma16x4(acc.left, a0, a1, a2, a3, b.left),
+        fma16x4(acc.right, a0, a1, a2, a3, b.right),
     );
 }
 
@@ -624,6 +599,65 @@ fn backward_data_wide(@builtin(workgroup_id) wid: vec3<u32>,
 override ROWS: u32 = 32u;
 override GROUP_THREADS: u32 = 64u;
 
+// A forward or input-gradient product (row-block or narrow kernel) with stride 1 along the
+// width whose 8 columns of a thread are always 8 neighbouring pixels of one row (the host
+// checks that rows of C hold a multiple of 8 columns and rows of B's source a multiple of 4
+// elements): then B[k, those 8] is one run of 8 neighbouring elements of a source row,
+// loaded as 3 aligned vec4s of b_vec instead of 8 gathered scalars. A vec4 lies wholly
+// inside or outside its row, so zeroing the vec4s past the row's ends gives the padding
+// exactly.
+override SEGMENTS: bool = false;
+
+struct B8 {
+    left: B4,
+    right: B4,
+}
+
+// The vec4 q of the source row starting at vec4 `base`, zero outside the row's `quads`.
+fn row_quad(base: i32, q: i32, quads: i32, row_inside: bool) -> vec4<f32> {
+    let inside = row_inside && q >= 0 && q < quads;
+    return select(vec4<f32>(0.0), b_vec[u32(select(0, base + q, inside))], inside);
+}
+
+// B[k, ·] of a thread's 8 columns, decoded as left and right, for k decoded as row.
+fn b_eight(mode: u32, left: Cols4, right: Cols4, row: vec3<i32>) -> B8 {
+    if (SEGMENTS) {
+        return segment8(mode, left.c0, row);
+    }
+    return B8(gather4(mode, left, row), gather4(mode, right, row));
+}
+
+// B[k, col .. col + 8] under SEGMENTS, for col decoded as c and k as r.
+fn segment8(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8 {
+    var height = i32(params.in_h);
+    var width = i32(params.in_w);
+    if (mode == BACKWARD_DATA) {
+        height = i32(params.out_h);
+        width = i32(params.out_w);
+    }
+    let y = c.y + r.y;
+    let row_inside = y >= 0 && y < height;
+    let base = (c.x + r.x + select(0, y, row_inside) * width) / 4;
+    // The run starts at element e of the row: 4q + s, q rounded down (>> is arithmetic).
+    let e = c.z + r.z;
+    let q = e >> 2u;
+    let s = e & 3;
+    let quads = width / 4;
+    let v0 = row_quad(base, q, quads, row_inside);
+    let v1 = row_quad(base, q + 1, quads, row_inside);
+    if (s == 0) {
+        return B8(B4(v0.x, v0.y, v0.z, v0.w), B4(v1.x, v1.y, v1.z, v1.w));
+    }
+    let v2 = row_quad(base, q + 2, quads, row_inside);
+    if (s == 1) {
+        return B8(B4(v0.y, v0.z, v0.w, v1.x), B4(v1.y, v1.z, v1.w, v2.x));
+    }
+    if (s == 2) {
+        return B8(B4(v0.z, v0.w, v1.x, v1.y), B4(v1.z, v1.w, v2.x, v2.y));
+    }
+    return B8(B4(v0.w, v1.x, v1.y, v1.z), B4(v1.w, v2.x, v2.y, v2.z));
+}
+
 // A thread of the row-block kernels: ROWS × 8 of C as units of 16 × 4, left and right
 // column quads of the top 16 rows, then (ROWS = 32) of the bottom 16.
 struct Block {
@@ -656,8 +690,9 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         for (var kk = 0u; kk < len; kk += 1u) {
             let row = b_row(mode, k0 + kk);
             let at = kk * quads;
-            let b_left = gather4(mode, left, row);
-            let b_right = gather4(mode, right, row);
+            let b = b_eight(mode, left, right, row);
+            let b_left = b.left;
+            let b_right = b.right;
             let a0 = a_all[at];
             let a1 = a_all[at + 1u];
             let a2 = a_all[at + 2u];
@@ -750,7 +785,8 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
                 if (WIDE) {
                     wide = wide_fma(wide, at, gather4(mode, cols, row));
                 } else {
-                    narrow = narrow_fma(narrow, at, cols, right, mode, row);
+                    narrow = narrow_fma(narrow, at, B8(gather4(mode, cols, row),
+                                                       gather4(mode, right, row)));
                 }
             }
         }

@@ -17,6 +17,9 @@
 // dimension is a multiple of 4 (VEC_A, VEC_B). Elements past the edges of A and B load as
 // zero (from a clamped, always valid address), and only in-range elements of C are written.
 //
+// Under CPU tuning (a software rasteriser, see cenet::gpu::Tuning) matmul_rows runs instead:
+// the row-block form of the convolution kernels (conv2d_gemm.wgsl), below.
+//
 // a, a4: [M, K] row-major, or [K, M] when TRANS_A (a4: the same buffer seen as vec4)
 // b, b4: [K, N] row-major, or [N, K] when TRANS_B (b4: likewise)
 // bias: [N], added to every row of C when HAS_BIAS (otherwise any buffer, unread)
@@ -212,5 +215,126 @@ fn store_quad(row: u32, col: u32, v: vec4<f32>) {
                 c[base + j] = v[j];
             }
         }
+    }
+}
+
+// The row-block form: every thread of a workgroup covers the same ROWS (16 or 32) rows of C
+// and 8 columns of its own, GROUP_THREADS threads side by side. A is staged 1024 / (ROWS / 4)
+// columns of K at a time, a_rows[kk·(ROWS / 4) + q] = op(A)[row0 + 4q .. + 4, k0 + kk], and
+// since every thread reads the same address of it, a CPU loads each quad once for all its
+// lanes; each thread loads its 8 values of op(B) at k itself (two vec4s when B is [K, N]
+// with N a multiple of 4) and uses each for ROWS multiply-adds. Its sums are held as units of
+// 16 × 4 (include/tile16x4.wgsl). On lavapipe this form runs well ahead of the 8 × 8 tiles
+// above, whose per-thread blocks are sized for a GPU's registers.
+
+// #include tile16x4.wgsl
+
+override ROWS: u32 = 32u;
+override GROUP_THREADS: u32 = 64u;
+
+var<workgroup> a_rows: array<vec4<f32>, 1024>;
+
+// op(A)[row, k], zero outside A.
+fn a_at(row: u32, k: u32) -> f32 {
+    if (row >= params.m || k >= params.k) {
+        return 0.0;
+    }
+    if (TRANS_A) {
+        return a[k * params.m + row];
+    }
+    return a[row * params.k + k];
+}
+
+// op(B)[k, col], zero past column n.
+fn b_at(k: u32, col: u32) -> f32 {
+    if (col >= params.n) {
+        return 0.0;
+    }
+    if (TRANS_B) {
+        return b[col * params.k + k];
+    }
+    return b[k * params.n + col];
+}
+
+// op(B)[k, col .. col + 4], col a multiple of 4, zero past column n.
+fn b_row4(k: u32, col: u32) -> B4 {
+    if (VEC_B && !TRANS_B) {
+        let i = (k * params.n + min(col, params.n - 1u)) / 4u;
+        let v = select(vec4<f32>(0.0), b4[i], col < params.n);
+        return B4(v.x, v.y, v.z, v.w);
+    }
+    return B4(b_at(k, col), b_at(k, col + 1u), b_at(k, col + 2u), b_at(k, col + 3u));
+}
+
+// Writes rows row0.. (those below m) of columns col..col + 3 of C from a unit of sums.
+fn store_unit(row0: u32, col: u32, t: Tile16x4) {
+    store_rows(row0, col, t.q00, t.q10, t.q20, t.q30);
+    store_rows(row0, col + 1u, t.q01, t.q11, t.q21, t.q31);
+    store_rows(row0, col + 2u, t.q02, t.q12, t.q22, t.q32);
+    store_rows(row0, col + 3u, t.q03, t.q13, t.q23, t.q33);
+}
+
+// Writes rows row0..row0 + 15 (those below m) of column col of C, given as 4 row quads.
+fn store_rows(row0: u32, col: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>,
+              q3: vec4<f32>) {
+    if (col >= params.n) {
+        return;
+    }
+    var add = 0.0;
+    if (HAS_BIAS) {
+        add = bias[col];
+    }
+    for (var r = 0u; r < 16u && row0 + r < params.m; r += 1u) {
+        let v = row_of16(r, q0, q1, q2, q3);
+        c[(row0 + r) * params.n + col] = v + add;
+    }
+}
+
+@compute @workgroup_size(GROUP_THREADS)
+fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let quads = ROWS / 4u;
+    let chunk = 1024u / quads;
+    let row0 = wid.y * ROWS;
+    let col0 = (wid.x * GROUP_THREADS + lid) * 8u;
+    var top_left: Tile16x4;
+    var top_right: Tile16x4;
+    var bottom_left: Tile16x4;
+    var bottom_right: Tile16x4;
+    for (var k0 = 0u; k0 < params.k; k0 += chunk) {
+        let len = min(chunk, params.k - k0);
+        for (var t = lid; t < len * quads; t += GROUP_THREADS) {
+            let k = k0 + t / quads;
+            let row = row0 + 4u * (t % quads);
+            a_rows[t] = vec4<f32>(a_at(row, k), a_at(row + 1u, k), a_at(row + 2u, k),
+                                  a_at(row + 3u, k));
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < len; kk += 1u) {
+            let b_left = b_row4(k0 + kk, col0);
+            let b_right = b_row4(k0 + kk, col0 + 4u);
+            let at = kk * quads;
+            let a0 = a_rows[at];
+            let a1 = a_rows[at + 1u];
+            let a2 = a_rows[at + 2u];
+            let a3 = a_rows[at + 3u];
+            top_left = fma16x4(top_left, a0, a1, a2, a3, b_left);
+            top_right = fma16x4(top_right, a0, a1, a2, a3, b_right);
+            if (ROWS == 32u) {
+                let a4 = a_rows[at + 4u];
+                let a5 = a_rows[at + 5u];
+                let a6 = a_rows[at + 6u];
+                let a7 = a_rows[at + 7u];
+                bottom_left = fma16x4(bottom_left, a4, a5, a6, a7, b_left);
+                bottom_right = fma16x4(bottom_right, a4, a5, a6, a7, b_right);
+            }
+        }
+        workgroupBarrier();
+    }
+    store_unit(row0, col0, top_left);
+    store_unit(row0, col0 + 4u, top_right);
+    if (ROWS == 32u) {
+        store_unit(row0 + 16u, col0, bottom_left);
+        store_unit(row0 + 16u, col0 + 4u, bottom_right);
     }
 }

@@ -175,6 +175,34 @@ fn conv2d_with_rectangular_stride_and_padding_matches_reference() {
 }
 
 #[test]
+fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
+    // Stride 1 along the width, output rows of a multiple of 8 pixels and input rows of a
+    // multiple of 4: the row-block kernel loads B as runs of rows (SEGMENTS), starting at
+    // every offset within a vec4 and running past both ends of a row.
+    let rect = |stride, padding| Conv2d {
+        stride,
+        padding,
+        groups: 1,
+    };
+    let cases = [
+        // One run per row, padding on both sides; the input gradient likewise.
+        dense([2, 3, 8, 8], 5, 3, Conv2d::new(1, 1), true),
+        // A 5×5 kernel with padding 2: runs start 2 before to 2 after the pixel.
+        dense([2, 4, 6, 16], 3, 5, Conv2d::new(1, 2), false),
+        // Padding 3 on 12-wide rows: 16 output columns, runs from 3 before a row's start
+        // (the input gradient's rows of 12 take the gathering path).
+        dense([1, 3, 5, 12], 4, 3, rect([1, 1], [1, 3]), true),
+        // Stride 2 down the height only, no padding there: two phases of rows, each loaded
+        // as runs, the input gradient's reaching past the last row of dy.
+        dense([2, 3, 7, 8], 4, 3, rect([2, 1], [0, 1]), false),
+        dense([2, 5, 4, 8], 6, 1, Conv2d::new(1, 0), true),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        check_against_reference(case, 45 + i as u64);
+    }
+}
+
+#[test]
 fn conv2d_matches_reference_across_several_tiles_in_every_gemm_dimension() {
     // Forward M = 80, N = 243, K = 648; input gradient M = 72, N = 243, K = 720;
     // weight gradient M = 80, N = 648, K = 243: every dimension spans several tiles and ends

@@ -22,21 +22,25 @@ fn stored(rows: usize, cols: usize, trans: bool) -> [usize; 2] {
     }
 }
 
+/// Checks `op(A) · op(B)` against the reference under each kernel tuning (the tiled kernel
+/// and the row-block one).
 fn check_matmul(rng: &mut Rng, [m, n, k]: [usize; 3], trans_a: bool, trans_b: bool) {
     let a = through_f32(&rng.normal(m * k));
     let b = through_f32(&rng.normal(k * n));
-    let (at, bt) = (
-        upload(&stored(m, k, trans_a), &a),
-        upload(&stored(k, n, trans_b), &b),
-    );
-    let c = download(&linear::matmul(gpu(), &at, &bt, trans_a, trans_b).unwrap());
     let want = reference::matmul(&a, &b, [m, n, k], trans_a, trans_b);
-    assert_close(
-        &format!("matmul {m}x{n}x{k} trans_a={trans_a} trans_b={trans_b}"),
-        &c,
-        &want,
-        TOL_MATMUL,
-    );
+    for (tuning, gpu) in gpus_of_each_tuning() {
+        let (at, bt) = (
+            upload_to(gpu, &stored(m, k, trans_a), &a),
+            upload_to(gpu, &stored(k, n, trans_b), &b),
+        );
+        let c = linear::matmul(gpu, &at, &bt, trans_a, trans_b).unwrap();
+        assert_close(
+            &format!("matmul {m}x{n}x{k} trans_a={trans_a} trans_b={trans_b} {tuning:?}"),
+            &download_from(gpu, &c),
+            &want,
+            TOL_MATMUL,
+        );
+    }
 }
 
 #[test]
@@ -127,21 +131,23 @@ fn linear_forward_matches_reference_with_and_without_bias() {
         let x = through_f32(&rng.normal(n * fin));
         let w = through_f32(&rng.normal(fout * fin));
         let b = through_f32(&rng.normal(fout));
-        let (xt, wt, bt) = (
-            upload(&[n, fin], &x),
-            upload(&[fout, fin], &w),
-            upload(&[fout], &b),
-        );
-        for bias in [false, true] {
-            let y = linear::forward(gpu(), &xt, &wt, bias.then_some(&bt)).unwrap();
-            assert_eq!(y.shape(), [n, fout]);
-            let want = reference::linear_forward(&x, &w, bias.then_some(&b[..]), size);
-            assert_close(
-                &format!("linear forward {size:?} bias={bias}"),
-                &download(&y),
-                &want,
-                TOL_MATMUL,
+        for (tuning, gpu) in gpus_of_each_tuning() {
+            let (xt, wt, bt) = (
+                upload_to(gpu, &[n, fin], &x),
+                upload_to(gpu, &[fout, fin], &w),
+                upload_to(gpu, &[fout], &b),
             );
+            for bias in [false, true] {
+                let y = linear::forward(gpu, &xt, &wt, bias.then_some(&bt)).unwrap();
+                assert_eq!(y.shape(), [n, fout]);
+                let want = reference::linear_forward(&x, &w, bias.then_some(&b[..]), size);
+                assert_close(
+                    &format!("linear forward {size:?} bias={bias} {tuning:?}"),
+                    &download_from(gpu, &y),
+                    &want,
+                    TOL_MATMUL,
+                );
+            }
         }
     }
 }

@@ -285,6 +285,15 @@ const CONV_BINDINGS: &[Binding] = &[
     Binding::ReadWrite,
     Binding::Uniform,
 ];
+/// `conv2d_gemm.wgsl`: A, B, bias, out, B seen as vec4s, params.
+const GEMM_BINDINGS: &[Binding] = &[
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::Read,
+    Binding::Uniform,
+];
 const REDUCE_BINDINGS: &[Binding] = &[Binding::Read, Binding::ReadWrite, Binding::Uniform];
 const WORKGROUP: usize = 256;
 
@@ -487,7 +496,9 @@ fn record_gemm(
                 Pass::Forward => entries[0],
                 _ => entries[1],
             };
-            KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
+            let segments = narrow && row_segments(pass, &params);
+            KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
+                .with("SEGMENTS", segments as u8 as f64)
         }
         _ => {
             let (threads_m, tile_m, tile_n) = gemm_tile(m, n);
@@ -499,12 +510,40 @@ fn record_gemm(
                 Pass::BackwardData => "backward_data",
                 Pass::BackwardWeight => "backward_weight",
             };
-            KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS).with("TY", threads_m as f64)
+            KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS).with("TY", threads_m as f64)
         }
     };
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
-    rec.dispatch(&spec, &buffers, Some(&params), groups)
+    let buffers = gemm_buffers(rec, buffers)?;
+    rec.dispatch(&spec, &buffers.each(), Some(&params), groups)
+}
+
+/// The buffers of a `conv2d_gemm.wgsl` dispatch: A, B, bias and out, then B again for its
+/// vec4 view (`b_vec`), or a placeholder when B is too short to be seen as one vec4.
+struct GemmBuffers([wgpu::Buffer; 5]);
+
+impl GemmBuffers {
+    fn each(&self) -> [&wgpu::Buffer; 5] {
+        self.0.each_ref()
+    }
+}
+
+fn gemm_buffers(rec: &mut Recorder, [a, b, bias, out]: [&wgpu::Buffer; 4]) -> Result<GemmBuffers> {
+    let b_vec = if b.size() >= 16 {
+        b.clone()
+    } else {
+        rec.scratch(&[4], "conv2d_gemm placeholder")?
+            .buffer()
+            .clone()
+    };
+    Ok(GemmBuffers([
+        a.clone(),
+        b.clone(),
+        bias.clone(),
+        out.clone(),
+        b_vec,
+    ]))
 }
 
 /// Records the weight gradient of `g` with `backward_weight_small` in its narrow form
@@ -536,15 +575,14 @@ fn record_weight_narrow(
         k_per_split: k_per_split as u32,
         ..g.gemm_params()
     };
-    let spec = KernelSpec::new("conv2d_gemm", "backward_weight_small", CONV_BINDINGS)
+    let spec = KernelSpec::new("conv2d_gemm", "backward_weight_small", GEMM_BINDINGS)
         .with("WIDE", (!narrow) as u32 as f64);
     let groups = grid(rec.gpu(), splits.div_ceil(per_group) as u32);
-    rec.dispatch(
-        &spec,
-        &[dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
-        Some(&params),
-        groups,
+    let buffers = gemm_buffers(
+        rec,
+        [dy.buffer(), x.buffer(), dy.buffer(), partial.buffer()],
     )?;
+    rec.dispatch(&spec, &buffers.each(), Some(&params), groups)?;
     if splits > 1 {
         record_reduce(rec, &partial, splits, dw)?;
     }
@@ -571,16 +609,33 @@ fn record_rows(
         Pass::BackwardData => "backward_data_rows",
         Pass::BackwardWeight => "backward_weight_rows",
     };
-    let spec = KernelSpec::new("conv2d_gemm", entry, CONV_BINDINGS)
+    let spec = KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
         .with("ROWS", rows as f64)
-        .with("GROUP_THREADS", threads as f64);
+        .with("GROUP_THREADS", threads as f64)
+        .with("SEGMENTS", row_segments(pass, &params) as u8 as f64);
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
-    rec.dispatch(&spec, &buffers, Some(&params), groups)
+    let buffers = gemm_buffers(rec, buffers)?;
+    rec.dispatch(&spec, &buffers.each(), Some(&params), groups)
+}
+
+/// Whether the row-block and narrow kernels may load each thread's 8 values of B as one run
+/// of a source row (`SEGMENTS` in `conv2d_gemm.wgsl`): a forward or input-gradient product
+/// with stride 1 along the width, whose output rows hold a multiple of 8 columns (so a
+/// thread's 8 never straddle two rows) and whose source rows a multiple of 4 elements (so
+/// they start on a vec4).
+fn row_segments(pass: Pass, p: &GemmParams) -> bool {
+    match pass {
+        Pass::Forward => p.stride_w == 1 && p.out_w.is_multiple_of(8) && p.in_w.is_multiple_of(4),
+        Pass::BackwardData => {
+            p.stride_w == 1 && p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4)
+        }
+        Pass::BackwardWeight => false,
+    }
 }
 
 /// Rows per block of the row-block kernels for a product of `m` rows: 16 or 32.
-fn rows_block(m: usize) -> usize {
+pub(crate) fn rows_block(m: usize) -> usize {
     if m <= 16 {
         16
     } else {
@@ -592,7 +647,7 @@ fn rows_block(m: usize) -> usize {
 /// the column tiles: at most 64 threads, as evenly spread over the tiles as whole groups of
 /// SIMD lanes allow (8 under CPU tuning, where the CPU runs a workgroup's lanes as AVX
 /// vectors, 32 otherwise).
-fn rows_threads(gpu: &Gpu, n: usize) -> (usize, usize) {
+pub(crate) fn rows_threads(gpu: &Gpu, n: usize) -> (usize, usize) {
     let lanes = match gpu.tuning() {
         Tuning::Cpu => 8,
         Tuning::Gpu => 32,

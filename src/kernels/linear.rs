@@ -3,11 +3,13 @@
 //! for the bias gradient).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, KernelSpec};
+use crate::gpu::{Binding, Gpu, KernelSpec, Tuning};
+use crate::kernels::conv::{rows_block, rows_threads};
 use crate::kernels::{expect_shape, grid_for, Recorder};
 use crate::tensor::{DType, Tensor};
 
-/// Rows and columns of C computed by one matmul workgroup.
+/// Rows and columns of C computed by one workgroup of the tiled matmul (GPU tuning); under
+/// CPU tuning the row-block form (`matmul_rows`) computes 16 or 32 rows × 8 columns a thread.
 const MATMUL_TILE: usize = 64;
 /// Columns of the column-sum kernel's workgroup.
 const COLUMN_SUM_COLS: usize = 32;
@@ -131,22 +133,39 @@ fn record_matmul(
     let vec4_view = |[rows, cols]: [usize; 2]| rows * cols > 0 && cols.is_multiple_of(4);
     let vec_a = vec4_view(spec.a_shape());
     let vec_b = vec4_view(spec.b_shape());
-    let kernel = KernelSpec::new("matmul", "matmul", MATMUL_BINDINGS)
+    let (entry, groups, rows_form) = match rec.gpu().tuning() {
+        Tuning::Gpu => (
+            "matmul",
+            [
+                n.div_ceil(MATMUL_TILE) as u32,
+                m.div_ceil(MATMUL_TILE) as u32,
+                1,
+            ],
+            None,
+        ),
+        Tuning::Cpu => {
+            let rows = rows_block(m);
+            let (threads, tiles_n) = rows_threads(rec.gpu(), n);
+            let groups = [tiles_n as u32, m.div_ceil(rows) as u32, 1];
+            ("matmul_rows", groups, Some((rows, threads)))
+        }
+    };
+    let mut kernel = KernelSpec::new("matmul", entry, MATMUL_BINDINGS)
         .with("TRANS_A", spec.trans_a as u8 as f64)
         .with("TRANS_B", spec.trans_b as u8 as f64)
         .with("VEC_A", vec_a as u8 as f64)
         .with("VEC_B", vec_b as u8 as f64)
         .with("HAS_BIAS", bias.is_some() as u8 as f64);
+    if let Some((rows, threads)) = rows_form {
+        kernel = kernel
+            .with("ROWS", rows as f64)
+            .with("GROUP_THREADS", threads as f64);
+    }
     let params = MatmulParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,
     };
-    let groups = [
-        n.div_ceil(MATMUL_TILE) as u32,
-        m.div_ceil(MATMUL_TILE) as u32,
-        1,
-    ];
 
     // Unread bindings still need a buffer: a vec4 view one at least a vec4 long.
     let placeholder = if vec_a && vec_b {
