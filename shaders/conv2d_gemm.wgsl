@@ -57,7 +57,8 @@
 // Under SEGMENTS (stride 1 along the width, rows of whole vec4s; see row_quad) the row-block
 // and narrow kernels load a thread's 8 columns of B, which are then 8 neighbouring pixels of
 // one source row, as 3 aligned vec4s of b_vec (b_src's buffer bound a second time) rather
-// than 8 gathered scalars.
+// than 8 gathered scalars; the weight-gradient kernels likewise load each column's B for 4
+// consecutive k (4 neighbouring pixels of a row of dY) as 1 or 2 vec4s (segment4).
 
 struct Params {
     batch: u32,
@@ -627,8 +628,18 @@ fn b_eight(mode: u32, left: Cols4, right: Cols4, row: vec3<i32>) -> B8 {
     return B8(gather4(mode, left, row), gather4(mode, right, row));
 }
 
-// B[k, col .. col + 8] under SEGMENTS, for col decoded as c and k as r.
-fn segment8(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8 {
+// Where a run of B under SEGMENTS starts: element 4·q + s of the source row whose first vec4
+// is b_vec[base], a row of `quads` vec4s; `inside` is false where the row is padding.
+struct Run {
+    base: i32,
+    q: i32,
+    s: i32,
+    quads: i32,
+    inside: bool,
+}
+
+// The run of B for column c and row r (decoded by b_col and b_row).
+fn run_start(mode: u32, c: vec3<i32>, r: vec3<i32>) -> Run {
     var height = i32(params.in_h);
     var width = i32(params.in_w);
     if (mode == BACKWARD_DATA) {
@@ -636,26 +647,86 @@ fn segment8(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8 {
         width = i32(params.out_w);
     }
     let y = c.y + r.y;
-    let row_inside = y >= 0 && y < height;
-    let base = (c.x + r.x + select(0, y, row_inside) * width) / 4;
-    // The run starts at element e of the row: 4q + s, q rounded down (>> is arithmetic).
+    let inside = y >= 0 && y < height;
+    let base = (c.x + r.x + select(0, y, inside) * width) / 4;
     let e = c.z + r.z;
-    let q = e >> 2u;
-    let s = e & 3;
-    let quads = width / 4;
-    let v0 = row_quad(base, q, quads, row_inside);
-    let v1 = row_quad(base, q + 1, quads, row_inside);
-    if (s == 0) {
+    // q rounded down (>> is arithmetic), so that a run may start in the left padding.
+    return Run(base, e >> 2u, e & 3, width / 4, inside);
+}
+
+// The vec4 q + i of a run's row.
+fn run_quad(run: Run, i: i32) -> vec4<f32> {
+    return row_quad(run.base, run.q + i, run.quads, run.inside);
+}
+
+// B[k, col .. col + 8] under SEGMENTS in the forward and input-gradient products, for col
+// decoded as c and k as r: 8 neighbouring pixels of one row of C see 8 neighbouring
+// elements of a source row.
+fn segment8(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8 {
+    let run = run_start(mode, c, r);
+    let v0 = run_quad(run, 0);
+    let v1 = run_quad(run, 1);
+    if (run.s == 0) {
         return B8(B4(v0.x, v0.y, v0.z, v0.w), B4(v1.x, v1.y, v1.z, v1.w));
     }
-    let v2 = row_quad(base, q + 2, quads, row_inside);
-    if (s == 1) {
+    let v2 = run_quad(run, 2);
+    if (run.s == 1) {
         return B8(B4(v0.y, v0.z, v0.w, v1.x), B4(v1.y, v1.z, v1.w, v2.x));
     }
-    if (s == 2) {
+    if (run.s == 2) {
         return B8(B4(v0.z, v0.w, v1.x, v1.y), B4(v1.z, v1.w, v2.x, v2.y));
     }
     return B8(B4(v0.w, v1.x, v1.y, v1.z), B4(v1.w, v2.x, v2.y, v2.z));
+}
+
+// B[k .. k + 4, col] under SEGMENTS in the weight gradient, for col decoded as c and k (a
+// multiple of 4) as r: 4 neighbouring pixels of one row of dY see 4 neighbouring elements
+// of the tap's source row in x.
+fn segment4(c: vec3<i32>, r: vec3<i32>) -> vec4<f32> {
+    let run = run_start(BACKWARD_WEIGHT, c, r);
+    let v0 = run_quad(run, 0);
+    if (run.s == 0) {
+        return v0;
+    }
+    let v1 = run_quad(run, 1);
+    if (run.s == 1) {
+        return vec4<f32>(v0.yzw, v1.x);
+    }
+    if (run.s == 2) {
+        return vec4<f32>(v0.zw, v1.xy);
+    }
+    return vec4<f32>(v0.w, v1.xyz);
+}
+
+// B[k .. k + 4, ·] of 4 columns under SEGMENTS in the weight gradient: column j's 4 values
+// are cj.
+struct Runs4 {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+}
+
+fn runs4(c: Cols4, r: vec3<i32>) -> Runs4 {
+    return Runs4(segment4(c.c0, r), segment4(c.c1, r), segment4(c.c2, r), segment4(c.c3, r));
+}
+
+// B[k + t, ·] of the 4 columns of `runs`, for t = 0 (x) to 3 (w). Named rather than indexed
+// by t, which a software rasteriser would extract lane by lane.
+fn runs_x(runs: Runs4) -> B4 {
+    return B4(runs.c0.x, runs.c1.x, runs.c2.x, runs.c3.x);
+}
+
+fn runs_y(runs: Runs4) -> B4 {
+    return B4(runs.c0.y, runs.c1.y, runs.c2.y, runs.c3.y);
+}
+
+fn runs_z(runs: Runs4) -> B4 {
+    return B4(runs.c0.z, runs.c1.z, runs.c2.z, runs.c3.z);
+}
+
+fn runs_w(runs: Runs4) -> B4 {
+    return B4(runs.c0.w, runs.c1.w, runs.c2.w, runs.c3.w);
 }
 
 // A thread of the row-block kernels: ROWS × 8 of C as units of 16 × 4, left and right
@@ -665,6 +736,26 @@ struct Block {
     top_right: Tile16x4,
     bottom_left: Tile16x4,
     bottom_right: Tile16x4,
+}
+
+// acc + A[ROWS rows, k] · B[k, 8 columns], A's row quads at a_all[at..].
+fn block_fma(acc: Block, at: u32, b: B8) -> Block {
+    var out = acc;
+    let a0 = a_all[at];
+    let a1 = a_all[at + 1u];
+    let a2 = a_all[at + 2u];
+    let a3 = a_all[at + 3u];
+    out.top_left = fma16x4(acc.top_left, a0, a1, a2, a3, b.left);
+    out.top_right = fma16x4(acc.top_right, a0, a1, a2, a3, b.right);
+    if (ROWS == 32u) {
+        let a4 = a_all[at + 4u];
+        let a5 = a_all[at + 5u];
+        let a6 = a_all[at + 6u];
+        let a7 = a_all[at + 7u];
+        out.bottom_left = fma16x4(acc.bottom_left, a4, a5, a6, a7, b.left);
+        out.bottom_right = fma16x4(acc.bottom_right, a4, a5, a6, a7, b.right);
+    }
+    return out;
 }
 
 fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
@@ -687,25 +778,22 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
             a_all[t] = a_quad(mode, k0 + t / quads, row0 + 4u * (t % quads));
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < len; kk += 1u) {
-            let row = b_row(mode, k0 + kk);
-            let at = kk * quads;
-            let b = b_eight(mode, left, right, row);
-            let b_left = b.left;
-            let b_right = b.right;
-            let a0 = a_all[at];
-            let a1 = a_all[at + 1u];
-            let a2 = a_all[at + 2u];
-            let a3 = a_all[at + 3u];
-            acc.top_left = fma16x4(acc.top_left, a0, a1, a2, a3, b_left);
-            acc.top_right = fma16x4(acc.top_right, a0, a1, a2, a3, b_right);
-            if (ROWS == 32u) {
-                let a4 = a_all[at + 4u];
-                let a5 = a_all[at + 5u];
-                let a6 = a_all[at + 6u];
-                let a7 = a_all[at + 7u];
-                acc.bottom_left = fma16x4(acc.bottom_left, a4, a5, a6, a7, b_left);
-                acc.bottom_right = fma16x4(acc.bottom_right, a4, a5, a6, a7, b_right);
+        if (SEGMENTS && mode == BACKWARD_WEIGHT) {
+            // len is a multiple of 4 (the host makes slices so), as is every k0 + kk.
+            for (var kk = 0u; kk < len; kk += 4u) {
+                let row = b_row(mode, k0 + kk);
+                let l = runs4(left, row);
+                let r = runs4(right, row);
+                let at = kk * quads;
+                acc = block_fma(acc, at, B8(runs_x(l), runs_x(r)));
+                acc = block_fma(acc, at + quads, B8(runs_y(l), runs_y(r)));
+                acc = block_fma(acc, at + 2u * quads, B8(runs_z(l), runs_z(r)));
+                acc = block_fma(acc, at + 3u * quads, B8(runs_w(l), runs_w(r)));
+            }
+        } else {
+            for (var kk = 0u; kk < len; kk += 1u) {
+                let b = b_eight(mode, left, right, b_row(mode, k0 + kk));
+                acc = block_fma(acc, kk * quads, b);
             }
         }
         workgroupBarrier();
@@ -754,7 +842,10 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let group = wid.y * groups.x + wid.x;
     let col_threads = (params.n + cols_per_thread - 1u) / cols_per_thread;
     let sub = THREADS / col_threads;
-    let chunk = 1024u / (sub * quads);
+    // Under SEGMENTS the weight gradient takes K 4 at a time (slices are multiples of 4),
+    // so chunks must be too.
+    let segments = SEGMENTS && 1024u / (sub * quads) >= 4u;
+    let chunk = select(1024u / (sub * quads), 1024u / (sub * quads) & ~3u, segments);
     let slices = (params.k + params.k_per_split - 1u) / params.k_per_split;
     let s = lid / col_threads;
     let split = group * sub + s;
@@ -779,7 +870,26 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
             let k_base = split * params.k_per_split + k0;
             let left = params.k - min(k_base, params.k);
             let kk_end = min(chunk, min(params.k_per_split - k0, left));
-            for (var kk = 0u; kk < kk_end; kk += 1u) {
+            if (segments) {
+                for (var kk = 0u; kk < kk_end; kk += 4u) {
+                    let row = b_row(mode, k_base + kk);
+                    let at = (s * chunk + kk) * quads;
+                    let l = runs4(cols, row);
+                    if (WIDE) {
+                        wide = wide_fma(wide, at, runs_x(l));
+                        wide = wide_fma(wide, at + quads, runs_y(l));
+                        wide = wide_fma(wide, at + 2u * quads, runs_z(l));
+                        wide = wide_fma(wide, at + 3u * quads, runs_w(l));
+                    } else {
+                        let r = runs4(right, row);
+                        narrow = narrow_fma(narrow, at, B8(runs_x(l), runs_x(r)));
+                        narrow = narrow_fma(narrow, at + quads, B8(runs_y(l), runs_y(r)));
+                        narrow = narrow_fma(narrow, at + 2u * quads, B8(runs_z(l), runs_z(r)));
+                        narrow = narrow_fma(narrow, at + 3u * quads, B8(runs_w(l), runs_w(r)));
+                    }
+                }
+            }
+            for (var kk = 0u; kk < select(kk_end, 0u, segments); kk += 1u) {
                 let row = b_row(mode, k_base + kk);
                 let at = (s * chunk + kk) * quads;
                 if (WIDE) {

@@ -177,8 +177,10 @@ fn conv2d_with_rectangular_stride_and_padding_matches_reference() {
 #[test]
 fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
     // Stride 1 along the width, output rows of a multiple of 8 pixels and input rows of a
-    // multiple of 4: the row-block kernel loads B as runs of rows (SEGMENTS), starting at
-    // every offset within a vec4 and running past both ends of a row.
+    // multiple of 4: the row-block and narrow kernels load B as runs of rows (SEGMENTS),
+    // starting at every offset within a vec4 and running past both ends of a row. The
+    // weight gradients (output rows of a multiple of 4) load B 4 values of K at a time,
+    // likewise as runs.
     let rect = |stride, padding| Conv2d {
         stride,
         padding,
@@ -196,6 +198,9 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
         // as runs, the input gradient's reaching past the last row of dy.
         dense([2, 3, 7, 8], 4, 3, rect([2, 1], [0, 1]), false),
         dense([2, 5, 4, 8], 6, 1, Conv2d::new(1, 0), true),
+        // A weight gradient of N = 3 columns and M = 20 rows: the wide kernel serves 64
+        // slices per workgroup, too many to stage 4 values of K each, and gathers instead.
+        dense([2, 3, 4, 8], 20, 1, Conv2d::new(1, 0), false),
     ];
     for (i, case) in cases.iter().enumerate() {
         check_against_reference(case, 45 + i as u64);

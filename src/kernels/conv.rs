@@ -565,8 +565,9 @@ fn record_weight_narrow(
         Tuning::Gpu => TARGET_WORKGROUPS,
     };
     let wanted = (target * per_group).min(positions.div_ceil(MIN_SPLIT_K));
+    let step = if weight_runs(&g.gemm_params()) { 4 } else { 1 };
     let [splits, k_per_split] =
-        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, 1);
+        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, step);
     let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
     let params = GemmParams {
         m: m as u32,
@@ -576,7 +577,11 @@ fn record_weight_narrow(
         ..g.gemm_params()
     };
     let spec = KernelSpec::new("conv2d_gemm", "backward_weight_small", GEMM_BINDINGS)
-        .with("WIDE", (!narrow) as u32 as f64);
+        .with("WIDE", (!narrow) as u32 as f64)
+        .with(
+            "SEGMENTS",
+            row_segments(Pass::BackwardWeight, &params) as u8 as f64,
+        );
     let groups = grid(rec.gpu(), splits.div_ceil(per_group) as u32);
     let buffers = gemm_buffers(
         rec,
@@ -630,8 +635,16 @@ fn row_segments(pass: Pass, p: &GemmParams) -> bool {
         Pass::BackwardData => {
             p.stride_w == 1 && p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4)
         }
-        Pass::BackwardWeight => false,
+        Pass::BackwardWeight => weight_runs(p) && p.k_per_split.is_multiple_of(4),
     }
+}
+
+/// Whether the weight gradient's B may be loaded 4 values of K at a time, as one run of a
+/// source row (`segment4` in `conv2d_gemm.wgsl`): stride 1 along the width, rows of dY a
+/// multiple of 4 pixels (so that 4 consecutive k share a row) and rows of x a multiple of 4
+/// elements. The slices of K must then be multiples of 4 as well.
+fn weight_runs(p: &GemmParams) -> bool {
+    p.stride_w == 1 && p.out_w.is_multiple_of(4) && p.in_w.is_multiple_of(4)
 }
 
 /// Rows per block of the row-block kernels for a product of `m` rows: 16 or 32.
@@ -958,7 +971,8 @@ fn record_backward_weight(
     let (blocks, step) = match kernel {
         GemmKernel::Rows => {
             let (_, tiles_n) = rows_threads(rec.gpu(), n);
-            (tiles_n * m.div_ceil(rows_block(m)), 1)
+            let step = if weight_runs(&params) { 4 } else { 1 };
+            (tiles_n * m.div_ceil(rows_block(m)), step)
         }
         _ => {
             let (_, tile_m, tile_n) = gemm_tile(m, n);
