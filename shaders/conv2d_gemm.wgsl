@@ -53,6 +53,8 @@
 // workgroup on the same rows, so that their reads of the staged A are one broadcast load.
 // On lavapipe they run the 32- and 64-channel layers of a ResNet about 1.4× as fast as the
 // tiled and wide kernels, whose per-thread blocks are sized for a GPU's registers instead.
+// Weight gradients of 3×3 kernels whose rows allow it run backward_weight_taps instead: a
+// thread per input channel, so that each vec4 of x it loads serves 3 taps (below).
 //
 // Under SEGMENTS (stride 1 along the width, rows of whole vec4s; see row_quad) the row-block
 // and narrow kernels load a thread's 8 columns of B, which are then 8 neighbouring pixels of
@@ -738,6 +740,15 @@ struct Block {
     bottom_right: Tile16x4,
 }
 
+// Stages rows row0 .. row0 + ROWS of A at columns k0 .. k0 + len as a_all[kk·ROWS/4 + q]
+// = rows row0 + 4q .. row0 + 4q + 3 at column k0 + kk, for the row-block kernels.
+fn stage_rows(mode: u32, k0: u32, len: u32, row0: u32, lid: u32) {
+    let quads = ROWS / 4u;
+    for (var t = lid; t < len * quads; t += GROUP_THREADS) {
+        a_all[t] = a_quad(mode, k0 + t / quads, row0 + 4u * (t % quads));
+    }
+}
+
 // acc + A[ROWS rows, k] · B[k, 8 columns], A's row quads at a_all[at..].
 fn block_fma(acc: Block, at: u32, b: B8) -> Block {
     var out = acc;
@@ -774,9 +785,7 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     var acc: Block;
     for (var k0 = k_begin; k0 < k_end; k0 += chunk) {
         let len = min(chunk, k_end - k0);
-        for (var t = lid; t < len * quads; t += GROUP_THREADS) {
-            a_all[t] = a_quad(mode, k0 + t / quads, row0 + 4u * (t % quads));
-        }
+        stage_rows(mode, k0, len, row0, lid);
         workgroupBarrier();
         if (SEGMENTS && mode == BACKWARD_WEIGHT) {
             // len is a multiple of 4 (the host makes slices so), as is every k0 + kk.
@@ -918,6 +927,158 @@ fn backward_weight_small(@builtin(workgroup_id) wid: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32,
                          @builtin(num_workgroups) groups: vec3<u32>) {
     weight_small(wid, lid, groups);
+}
+
+// The weight gradient of a 3×3 kernel by input channel (backward_weight_taps; the host
+// checks: stride 1 or 2 along the width with padding 1 there, rows of dY a multiple of 4
+// pixels and rows of x a multiple of 4 elements, slices of K multiples of 4). A thread owns
+// one input channel ci: its 9 taps (columns ci·9 .. ci·9 + 8 of C) × ROWS output channels; a
+// workgroup, ROWS rows × GROUP_THREADS channels over one slice of K (wid.z), stages A (dY)
+// as the row-block kernels do. K is taken 4 pixels (ow .. ow + 3 of one row) at a time: the
+// taps (kh, ·) of those pixels read elements s·ow − 1 .. s·ow + 4·s of one row of x (s the
+// stride), all within the 3 aligned vec4s around s·ow, which every thread loads at the same
+// place of its own channel. Bounds and shifts are then the same for the whole workgroup, and
+// each vec4 loaded serves 3 taps, where the row-block kernels load B column by column.
+
+// 16 rows of one column of C, as 4 row quads.
+struct Col16 {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+}
+
+// 16 rows × the 9 taps: taps 0..3, taps 4..7 and tap 8.
+struct Taps16 {
+    low: Tile16x4,
+    high: Tile16x4,
+    last: Col16,
+}
+
+// A thread of backward_weight_taps: the top 16 rows, then (ROWS = 32) the bottom 16.
+struct TapsBlock {
+    top: Taps16,
+    bottom: Taps16,
+}
+
+// B[k .. k + 4, tap] of the 9 taps, tap (kh, kw) as r{kh}{kw}: lane t for pixel ow + t.
+struct Runs9 {
+    r00: vec4<f32>, r01: vec4<f32>, r02: vec4<f32>,
+    r10: vec4<f32>, r11: vec4<f32>, r12: vec4<f32>,
+    r20: vec4<f32>, r21: vec4<f32>, r22: vec4<f32>,
+}
+
+// The 3 taps (kh, 0..2) of the 4 pixels from ow: x[plane, oh·stride_h + kh − pad_h,
+// s·(ow + t) + kw − 1] for lane t, zero in the padding; plane is the first element of the
+// thread's channel of image n, and r the pixels' row of B (r.z = s·ow, a multiple of 4).
+fn taps_row(plane: i32, r: vec3<i32>, kh: i32) -> mat3x4<f32> {
+    let p = params;
+    let width = i32(p.in_w);
+    let y = r.y + kh - i32(p.pad_h);
+    let inside = y >= 0 && y < i32(p.in_h);
+    let base = (plane + select(0, y, inside) * width) / 4;
+    let q = r.z / 4;
+    let quads = width / 4;
+    // Elements −4..−1, 0..3 and 4..7 from s·ow.
+    let left = row_quad(base, q - 1, quads, inside);
+    let mid = row_quad(base, q, quads, inside);
+    let right = row_quad(base, q + 1, quads, inside);
+    if (p.stride_w == 2u) {
+        // Elements −1, 1, 3, 5; 0, 2, 4, 6; 1, 3, 5, 7.
+        return mat3x4<f32>(
+            vec4<f32>(left.w, mid.y, mid.w, right.y),
+            vec4<f32>(mid.x, mid.z, right.x, right.z),
+            vec4<f32>(mid.y, mid.w, right.y, right.w),
+        );
+    }
+    // Elements −1..2, 0..3, 1..4.
+    return mat3x4<f32>(vec4<f32>(left.w, mid.xyz), mid, vec4<f32>(mid.yzw, right.x));
+}
+
+fn runs9(plane: i32, r: vec3<i32>) -> Runs9 {
+    let t0 = taps_row(plane, r, 0);
+    let t1 = taps_row(plane, r, 1);
+    let t2 = taps_row(plane, r, 2);
+    return Runs9(t0[0], t0[1], t0[2], t1[0], t1[1], t1[2], t2[0], t2[1], t2[2]);
+}
+
+fn fma16(acc: Col16, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+         b: f32) -> Col16 {
+    return Col16(acc.q0 + a0 * b, acc.q1 + a1 * b, acc.q2 + a2 * b, acc.q3 + a3 * b);
+}
+
+fn taps16_fma(acc: Taps16, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+              low: vec4<f32>, high: vec4<f32>, last: f32) -> Taps16 {
+    return Taps16(
+        fma16x4(acc.low, a0, a1, a2, a3, B4(low.x, low.y, low.z, low.w)),
+        fma16x4(acc.high, a0, a1, a2, a3, B4(high.x, high.y, high.z, high.w)),
+        fma16(acc.last, a0, a1, a2, a3, last),
+    );
+}
+
+// acc + A[ROWS rows, k] · B[k, 9 taps], A's row quads at a_all[at..]; B's taps 0..3 as low,
+// 4..7 as high, 8 as last.
+fn taps_fma(acc: TapsBlock, at: u32, low: vec4<f32>, high: vec4<f32>, last: f32) -> TapsBlock {
+    var out = acc;
+    out.top = taps16_fma(acc.top, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u],
+                         low, high, last);
+    if (ROWS == 32u) {
+        out.bottom = taps16_fma(acc.bottom, a_all[at + 4u], a_all[at + 5u], a_all[at + 6u],
+                                a_all[at + 7u], low, high, last);
+    }
+    return out;
+}
+
+// Writes the 16 rows from row0 of the thread's 9 columns from col0.
+fn store_taps16(col0: u32, split: u32, row0: u32, acc: Taps16) {
+    store16x4(BACKWARD_WEIGHT, col0, split, row0, acc.low);
+    store16x4(BACKWARD_WEIGHT, col0 + 4u, split, row0, acc.high);
+    let l = acc.last;
+    store_column(BACKWARD_WEIGHT, col0 + 8u, split, row0, l.q0, l.q1, l.q2, l.q3);
+}
+
+@compute @workgroup_size(GROUP_THREADS)
+fn backward_weight_taps(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32,
+                        @builtin(num_workgroups) groups: vec3<u32>) {
+    let mode = BACKWARD_WEIGHT;
+    let tile = wid.y * groups.x + wid.x;
+    if (tile >= params.tiles) {
+        return;
+    }
+    let quads = ROWS / 4u;
+    let chunk = 1024u / quads;
+    let row0 = (tile / params.tiles_n) * ROWS;
+    let ci = (tile % params.tiles_n) * GROUP_THREADS + lid;
+    let channel = i32(min(ci, params.in_channels - 1u));
+    let channel_start = channel * i32(params.in_h * params.in_w);
+    let k_begin = wid.z * params.k_per_split;
+    let k_end = min(k_begin + params.k_per_split, params.k);
+    var acc: TapsBlock;
+    for (var k0 = k_begin; k0 < k_end; k0 += chunk) {
+        let len = min(chunk, k_end - k0);
+        stage_rows(mode, k0, len, row0, lid);
+        workgroupBarrier();
+        for (var kk = 0u; kk < len; kk += 4u) {
+            let r = b_row(mode, k0 + kk);
+            let runs = runs9(channel_start + r.x, r);
+            // Pixel t's taps 0..3 and 4..7 are column t of these.
+            let low = transpose(mat4x4<f32>(runs.r00, runs.r01, runs.r02, runs.r10));
+            let high = transpose(mat4x4<f32>(runs.r11, runs.r12, runs.r20, runs.r21));
+            let last = runs.r22;
+            let at = kk * quads;
+            acc = taps_fma(acc, at, low[0], high[0], last.x);
+            acc = taps_fma(acc, at + quads, low[1], high[1], last.y);
+            acc = taps_fma(acc, at + 2u * quads, low[2], high[2], last.z);
+            acc = taps_fma(acc, at + 3u * quads, low[3], high[3], last.w);
+        }
+        workgroupBarrier();
+    }
+    let col0 = ci * 9u;
+    store_taps16(col0, wid.z, row0, acc.top);
+    if (ROWS == 32u) {
+        store_taps16(col0, wid.z, row0 + 16u, acc.bottom);
+    }
 }
 
 @compute @workgroup_size(64)

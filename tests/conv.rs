@@ -28,6 +28,15 @@ fn dense(input: [usize; 4], out_channels: usize, kernel: usize, conv: Conv2d, bi
     }
 }
 
+/// A dense convolution with per-axis stride and padding.
+fn rect(stride: [usize; 2], padding: [usize; 2]) -> Conv2d {
+    Conv2d {
+        stride,
+        padding,
+        groups: 1,
+    }
+}
+
 /// A depthwise convolution of `input` with a square `kernel`.
 fn depthwise(input: [usize; 4], kernel: usize, stride: usize, padding: usize, bias: bool) -> Case {
     let channels = input[1];
@@ -166,11 +175,7 @@ fn conv2d_matches_reference_for_1x1_and_5x5_kernels() {
 
 #[test]
 fn conv2d_with_rectangular_stride_and_padding_matches_reference() {
-    let conv = Conv2d {
-        stride: [2, 1],
-        padding: [0, 1],
-        groups: 1,
-    };
+    let conv = rect([2, 1], [0, 1]);
     check_against_reference(&dense([3, 3, 7, 5], 4, 3, conv, true), 40);
 }
 
@@ -181,11 +186,6 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
     // starting at every offset within a vec4 and running past both ends of a row. The
     // weight gradients (output rows of a multiple of 4) load B 4 values of K at a time,
     // likewise as runs.
-    let rect = |stride, padding| Conv2d {
-        stride,
-        padding,
-        groups: 1,
-    };
     let cases = [
         // One run per row, padding on both sides; the input gradient likewise.
         dense([2, 3, 8, 8], 5, 3, Conv2d::new(1, 1), true),
@@ -197,6 +197,10 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
         // Stride 2 down the height only, no padding there: two phases of rows, each loaded
         // as runs, the input gradient's reaching past the last row of dy.
         dense([2, 3, 7, 8], 4, 3, rect([2, 1], [0, 1]), false),
+        // Stride 2 along the width: the input gradient's phases (rows of 8 pixels) still
+        // read runs of dy, from one before to one past each pixel.
+        dense([2, 3, 6, 16], 4, 3, Conv2d::new(2, 1), false),
+        dense([1, 5, 4, 32], 3, 1, Conv2d::new(2, 0), false),
         dense([2, 5, 4, 8], 6, 1, Conv2d::new(1, 0), true),
         // A weight gradient of N = 3 columns and M = 20 rows: the wide kernel serves 64
         // slices per workgroup, too many to stage 4 values of K each, and gathers instead.
@@ -204,6 +208,55 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
     ];
     for (i, case) in cases.iter().enumerate() {
         check_against_reference(case, 45 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_weight_gradient_by_input_channel_matches_reference() {
+    // 3×3 kernels with padding 1 and stride 1 or 2 along rows of a multiple of 4: the
+    // weight gradient may run a thread per input channel (the taps kernel), loading 4 pixels'
+    // taps from the 3 vec4s around them.
+    let cases = [
+        // Fewer channels than SIMD lanes, 5 rows of C.
+        dense([2, 3, 8, 8], 5, 3, Conv2d::new(1, 1), false),
+        // 40 rows (a full block of 32 and a partial one), 20 channels (a partial lane group).
+        dense([2, 20, 4, 8], 40, 3, Conv2d::new(1, 1), false),
+        // Rows of a single vec4: both neighbours of every pixel run are padding. 70 channels
+        // take two workgroups along the channels.
+        dense([1, 70, 4, 4], 17, 3, Conv2d::new(1, 1), false),
+        // Stride 2: the taps are every other element of the 3 vec4s.
+        dense([2, 6, 8, 8], 12, 3, Conv2d::new(2, 1), false),
+        dense([2, 4, 5, 16], 6, 3, rect([1, 2], [0, 1]), false),
+        // K = 1,024 over several slices.
+        dense([4, 8, 16, 16], 16, 3, Conv2d::new(1, 1), false),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let fitting = conv::kernels_for(
+            gpu(),
+            Pass::BackwardWeight,
+            &case.conv,
+            &case.input,
+            &case.weight,
+        )
+        .unwrap()
+        .fitting;
+        assert!(fitting.contains(&GemmKernel::Taps), "{fitting:?}");
+        check_against_reference(case, 80 + i as u64);
+    }
+    // Not for other kernel sizes, paddings, or rows that are not whole vec4s.
+    for (input, weight, conv) in [
+        ([2, 3, 8, 8], [4, 3, 5, 5], Conv2d::new(1, 2)),
+        ([2, 3, 8, 8], [4, 3, 3, 3], rect([1, 1], [1, 3])),
+        ([2, 3, 7, 7], [4, 3, 3, 3], Conv2d::new(1, 1)),
+        ([2, 3, 12, 12], [4, 3, 3, 3], Conv2d::new(3, 1)),
+    ] {
+        let fitting = conv::kernels_for(gpu(), Pass::BackwardWeight, &conv, &input, &weight)
+            .unwrap()
+            .fitting;
+        assert!(
+            !fitting.contains(&GemmKernel::Taps),
+            "{input:?} {conv:?}: {fitting:?}"
+        );
     }
 }
 
@@ -503,6 +556,9 @@ fn every_dense_pass_has_the_tiled_and_row_kernels_and_rejects_a_kernel_that_does
     }
     let forward = kernels(Pass::Forward, &conv, &ws);
     assert_eq!(forward.fitting, [GemmKernel::Tiled, GemmKernel::Rows]);
+    // The taps kernel is for weight gradients only (rows of 9 are not whole vec4s).
+    let weight = kernels(Pass::BackwardWeight, &conv, &ws).fitting;
+    assert!(!weight.contains(&GemmKernel::Taps), "{weight:?}");
     assert_eq!(forward.defaults.len(), 1);
     // The input gradient has 24 rows: the wide kernel fits it.
     let data = kernels(Pass::BackwardData, &conv, &ws).fitting;

@@ -378,24 +378,30 @@ pub enum GemmKernel {
     /// Blocks of 16 or 32 rows × 8 columns per thread, the rows shared by a workgroup: any
     /// product.
     Rows,
+    /// The weight gradient of a 3×3 kernel, a thread per input channel with its 9 taps ×
+    /// 16 or 32 rows: stride 1 along the width, padding along it at most 2, rows of x and dY
+    /// a multiple of 4 elements.
+    Taps,
 }
 
 impl GemmKernel {
     /// Every family.
-    pub const ALL: [GemmKernel; 4] = [
+    pub const ALL: [GemmKernel; 5] = [
         GemmKernel::Narrow,
         GemmKernel::Wide,
         GemmKernel::Tiled,
         GemmKernel::Rows,
+        GemmKernel::Taps,
     ];
 
-    /// The family's name: `narrow`, `wide`, `tiled` or `rows`.
+    /// The family's name: `narrow`, `wide`, `tiled`, `rows` or `taps`.
     pub fn name(self) -> &'static str {
         match self {
             GemmKernel::Narrow => "narrow",
             GemmKernel::Wide => "wide",
             GemmKernel::Tiled => "tiled",
             GemmKernel::Rows => "rows",
+            GemmKernel::Taps => "taps",
         }
     }
 
@@ -404,10 +410,11 @@ impl GemmKernel {
         GemmKernel::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Whether the family can run the `m` × `n` product over `k` of `pass`.
-    fn fits(self, pass: Pass, [m, n, k]: [usize; 3]) -> bool {
+    /// Whether the family can run the `m` × `n` product over `k` of `pass` of `g`.
+    fn fits(self, pass: Pass, [m, n, k]: [usize; 3], g: &Geometry) -> bool {
         let weight = pass == Pass::BackwardWeight;
         match self {
+            GemmKernel::Taps => weight && taps_fit(g),
             GemmKernel::Narrow if weight => m <= NARROW_M && n <= NARROW_WEIGHT_N,
             GemmKernel::Narrow => m <= NARROW_M && k <= NARROW_K,
             GemmKernel::Wide if weight => m <= WIDE_M && n <= WIDE_WEIGHT_N,
@@ -416,16 +423,20 @@ impl GemmKernel {
         }
     }
 
-    /// The family a product gets unless measured: the narrow kernels where they fit; under
-    /// CPU tuning the row blocks for the rest, except weight gradients of at most 32 rows
-    /// and fewer than ROWS_MIN_WEIGHT_N columns (the wide kernel); under GPU tuning the wide
-    /// kernel where it fits and the tiled one for the rest.
-    fn default_for(tuning: Tuning, pass: Pass, product: [usize; 3]) -> Self {
+    /// The family a product gets unless measured: under CPU tuning the by-channel weight
+    /// gradient where it fits; the narrow kernels where they fit; under CPU tuning the row
+    /// blocks for the rest, except weight gradients of at most 32 rows and fewer than
+    /// ROWS_MIN_WEIGHT_N columns (the wide kernel); under GPU tuning the wide kernel where it
+    /// fits and the tiled one for the rest.
+    fn default_for(tuning: Tuning, pass: Pass, product: [usize; 3], g: &Geometry) -> Self {
         let [_, n, _] = product;
-        if GemmKernel::Narrow.fits(pass, product) {
+        if tuning == Tuning::Cpu && GemmKernel::Taps.fits(pass, product, g) {
+            return GemmKernel::Taps;
+        }
+        if GemmKernel::Narrow.fits(pass, product, g) {
             return GemmKernel::Narrow;
         }
-        let wide = GemmKernel::Wide.fits(pass, product);
+        let wide = GemmKernel::Wide.fits(pass, product, g);
         match tuning {
             Tuning::Cpu if wide && pass == Pass::BackwardWeight && n < ROWS_MIN_WEIGHT_N => {
                 GemmKernel::Wide
@@ -437,10 +448,16 @@ impl GemmKernel {
     }
 
     /// `requested` where it fits the product, else the default.
-    fn pick(requested: Option<Self>, gpu: &Gpu, pass: Pass, product: [usize; 3]) -> Self {
+    fn pick(
+        requested: Option<Self>,
+        gpu: &Gpu,
+        pass: Pass,
+        product: [usize; 3],
+        g: &Geometry,
+    ) -> Self {
         match requested {
-            Some(k) if k.fits(pass, product) => k,
-            _ => GemmKernel::default_for(gpu.tuning(), pass, product),
+            Some(k) if k.fits(pass, product, g) => k,
+            _ => GemmKernel::default_for(gpu.tuning(), pass, product, g),
         }
     }
 }
@@ -477,8 +494,8 @@ fn record_gemm(
     params.n = n as u32;
     params.k = k as u32;
     params.k_per_split = k_per_split as u32;
-    if kernel == GemmKernel::Rows {
-        return record_rows(rec, pass, params, splits, buffers);
+    if matches!(kernel, GemmKernel::Rows | GemmKernel::Taps) {
+        return record_rows(rec, pass, kernel, params, splits, buffers);
     }
     let narrow = kernel == GemmKernel::Narrow;
     let wide = kernel == GemmKernel::Wide;
@@ -595,21 +612,28 @@ fn record_weight_narrow(
 }
 
 /// Records the implicit GEMM of `pass` whose product `params` describes (m, n, k and
-/// k_per_split set) with the row-block kernels (`*_rows` in `conv2d_gemm.wgsl`), over `splits`
-/// slices of K.
+/// k_per_split set) with the row-block kernels (`*_rows` in `conv2d_gemm.wgsl`) or, for
+/// `GemmKernel::Taps`, the by-channel weight gradient (`backward_weight_taps`), over
+/// `splits` slices of K.
 fn record_rows(
     rec: &mut Recorder,
     pass: Pass,
+    kernel: GemmKernel,
     mut params: GemmParams,
     splits: usize,
     buffers: [&wgpu::Buffer; 4],
 ) -> Result<()> {
     let m = params.m as usize;
     let rows = rows_block(m);
-    let (threads, tiles_n) = rows_threads(rec.gpu(), params.n as usize);
+    let taps = kernel == GemmKernel::Taps;
+    let (threads, tiles_n) = match taps {
+        true => group_threads(rec.gpu(), params.in_channels as usize),
+        false => rows_threads(rec.gpu(), params.n as usize),
+    };
     params.tiles_n = tiles_n as u32;
     params.tiles = (tiles_n * m.div_ceil(rows)) as u32;
     let entry = match pass {
+        _ if taps => "backward_weight_taps",
         Pass::Forward => "forward_rows",
         Pass::BackwardData => "backward_data_rows",
         Pass::BackwardWeight => "backward_weight_rows",
@@ -625,16 +649,15 @@ fn record_rows(
 }
 
 /// Whether the row-block and narrow kernels may load each thread's 8 values of B as one run
-/// of a source row (`SEGMENTS` in `conv2d_gemm.wgsl`): a forward or input-gradient product
-/// with stride 1 along the width, whose output rows hold a multiple of 8 columns (so a
-/// thread's 8 never straddle two rows) and whose source rows a multiple of 4 elements (so
-/// they start on a vec4).
+/// of a source row (`SEGMENTS` in `conv2d_gemm.wgsl`): a forward product with stride 1 along
+/// the width, or an input-gradient one (whose neighbouring pixels of a phase read
+/// neighbouring pixels of dY whatever the stride), whose rows of C hold a multiple of 8
+/// columns (so a thread's 8 never straddle two rows) and whose source rows a multiple of 4
+/// elements (so they start on a vec4).
 fn row_segments(pass: Pass, p: &GemmParams) -> bool {
     match pass {
         Pass::Forward => p.stride_w == 1 && p.out_w.is_multiple_of(8) && p.in_w.is_multiple_of(4),
-        Pass::BackwardData => {
-            p.stride_w == 1 && p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4)
-        }
+        Pass::BackwardData => p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4),
         Pass::BackwardWeight => weight_runs(p) && p.k_per_split.is_multiple_of(4),
     }
 }
@@ -645,6 +668,18 @@ fn row_segments(pass: Pass, p: &GemmParams) -> bool {
 /// elements. The slices of K must then be multiples of 4 as well.
 fn weight_runs(p: &GemmParams) -> bool {
     p.stride_w == 1 && p.out_w.is_multiple_of(4) && p.in_w.is_multiple_of(4)
+}
+
+/// Whether `backward_weight_taps` can run the weight gradient of `g`: a dense 3×3 kernel
+/// with stride 1 or 2 and padding 1 along the width (the only padding that leaves rows of
+/// both x and dY multiples of 4), and rows of x and dY a multiple of 4 elements.
+fn taps_fit(g: &Geometry) -> bool {
+    !g.depthwise
+        && (g.kernel_h, g.kernel_w) == (3, 3)
+        && matches!(g.stride[1], 1 | 2)
+        && g.padding[1] == 1
+        && g.in_w.is_multiple_of(4)
+        && g.out_w.is_multiple_of(4)
 }
 
 /// Rows per block of the row-block kernels for a product of `m` rows: 16 or 32.
@@ -661,11 +696,16 @@ pub(crate) fn rows_block(m: usize) -> usize {
 /// SIMD lanes allow (8 under CPU tuning, where the CPU runs a workgroup's lanes as AVX
 /// vectors, 32 otherwise).
 pub(crate) fn rows_threads(gpu: &Gpu, n: usize) -> (usize, usize) {
+    group_threads(gpu, n.div_ceil(ROWS_COLS))
+}
+
+/// Threads per workgroup and workgroups for `col_threads` threads along N, spread as
+/// `rows_threads` describes.
+fn group_threads(gpu: &Gpu, col_threads: usize) -> (usize, usize) {
     let lanes = match gpu.tuning() {
         Tuning::Cpu => 8,
         Tuning::Gpu => 32,
     };
-    let col_threads = n.div_ceil(ROWS_COLS);
     let tiles = col_threads.div_ceil(64);
     let threads = col_threads.div_ceil(tiles).next_multiple_of(lanes).min(64);
     (threads, col_threads.div_ceil(threads))
@@ -774,7 +814,7 @@ fn record_forward(
     record_gemm(
         rec,
         Pass::Forward,
-        GemmKernel::pick(kernel, rec.gpu(), Pass::Forward, product),
+        GemmKernel::pick(kernel, rec.gpu(), Pass::Forward, product, g),
         params,
         product,
         [1, product[2]],
@@ -895,7 +935,7 @@ fn record_dense(
                 record_gemm(
                     rec,
                     pass,
-                    GemmKernel::pick(kernel, rec.gpu(), pass, product),
+                    GemmKernel::pick(kernel, rec.gpu(), pass, product, g),
                     params,
                     product,
                     [1, product[2]],
@@ -962,7 +1002,7 @@ fn record_backward_weight(
     // workgroups run and no thread sums too many terms.
     let (params, product) = products(Pass::BackwardWeight, g)[0];
     let [m, n, positions] = product;
-    let kernel = GemmKernel::pick(kernel, rec.gpu(), Pass::BackwardWeight, product);
+    let kernel = GemmKernel::pick(kernel, rec.gpu(), Pass::BackwardWeight, product, g);
     if matches!(kernel, GemmKernel::Narrow | GemmKernel::Wide) {
         let narrow = kernel == GemmKernel::Narrow;
         return record_weight_narrow(rec, g, narrow, positions, dw, [x, dy]);
@@ -973,6 +1013,10 @@ fn record_backward_weight(
             let (_, tiles_n) = rows_threads(rec.gpu(), n);
             let step = if weight_runs(&params) { 4 } else { 1 };
             (tiles_n * m.div_ceil(rows_block(m)), step)
+        }
+        GemmKernel::Taps => {
+            let (_, tiles_n) = group_threads(rec.gpu(), g.in_channels);
+            (tiles_n * m.div_ceil(rows_block(m)), 4)
         }
         _ => {
             let (_, tile_m, tile_n) = gemm_tile(m, n);
@@ -1027,7 +1071,7 @@ pub fn kernels_for(
         true => Vec::new(),
         false => products(pass, &g)
             .iter()
-            .map(|(_, p)| GemmKernel::default_for(gpu.tuning(), pass, *p))
+            .map(|(_, p)| GemmKernel::default_for(gpu.tuning(), pass, *p, &g))
             .collect(),
     };
     Ok(PassKernels {
@@ -1043,7 +1087,7 @@ fn fitting_kernels(pass: Pass, g: &Geometry) -> Vec<GemmKernel> {
     let products = products(pass, g);
     GemmKernel::ALL
         .into_iter()
-        .filter(|k| products.iter().all(|(_, p)| k.fits(pass, *p)))
+        .filter(|k| products.iter().all(|(_, p)| k.fits(pass, *p, g)))
         .collect()
 }
 
