@@ -59,7 +59,8 @@
 // Under SEGMENTS (stride 1 along the width, rows of whole vec4s; see row_quad) the row-block
 // and narrow kernels load a thread's 8 columns of B, which are then 8 neighbouring pixels of
 // one source row, as 3 aligned vec4s of b_vec (b_src's buffer bound a second time) rather
-// than 8 gathered scalars; the weight-gradient kernels likewise load each column's B for 4
+// than 8 gathered scalars, and with kernels 3 wide (TRIPLES) the 3 taps of a kernel row from
+// one load of 4 vec4s; the weight-gradient kernels likewise load each column's B for 4
 // consecutive k (4 neighbouring pixels of a row of dY) as 1 or 2 vec4s (segment4).
 
 struct Params {
@@ -429,8 +430,17 @@ fn gemm_narrow(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let left = cols4(mode, col0);
     let right = cols4(mode, col0 + 4u);
     var acc: Narrow;
-    for (var k = 0u; k < k_end; k += 1u) {
-        acc = narrow_fma(acc, k * 4u, b_eight(mode, left, right, b_row(mode, k)));
+    if (TRIPLES) {
+        for (var k = 0u; k < k_end; k += 3u) {
+            let b = segment8x3(mode, left.c0, b_row(mode, k));
+            acc = narrow_fma(acc, k * 4u, b.k0);
+            acc = narrow_fma(acc, k * 4u + 4u, b.k1);
+            acc = narrow_fma(acc, k * 4u + 8u, b.k2);
+        }
+    } else {
+        for (var k = 0u; k < k_end; k += 1u) {
+            acc = narrow_fma(acc, k * 4u, b_eight(mode, left, right, b_row(mode, k)));
+        }
     }
     store16x4(mode, col0, 0u, 0u, acc.left);
     store16x4(mode, col0 + 4u, 0u, 0u, acc.right);
@@ -668,17 +678,67 @@ fn segment8(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8 {
     let run = run_start(mode, c, r);
     let v0 = run_quad(run, 0);
     let v1 = run_quad(run, 1);
-    if (run.s == 0) {
+    var v2 = vec4<f32>();
+    if (run.s != 0) {
+        v2 = run_quad(run, 2);
+    }
+    return shuffle8(v0, v1, v2, run.s);
+}
+
+// Elements s .. s + 7 of the 12 in v0, v1, v2, for s from 0 to 3.
+fn shuffle8(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, s: i32) -> B8 {
+    if (s == 0) {
         return B8(B4(v0.x, v0.y, v0.z, v0.w), B4(v1.x, v1.y, v1.z, v1.w));
     }
-    let v2 = run_quad(run, 2);
-    if (run.s == 1) {
+    if (s == 1) {
         return B8(B4(v0.y, v0.z, v0.w, v1.x), B4(v1.y, v1.z, v1.w, v2.x));
     }
-    if (run.s == 2) {
+    if (s == 2) {
         return B8(B4(v0.z, v0.w, v1.x, v1.y), B4(v1.z, v1.w, v2.x, v2.y));
     }
     return B8(B4(v0.w, v1.x, v1.y, v1.z), B4(v1.w, v2.x, v2.y, v2.z));
+}
+
+// Under TRIPLES (SEGMENTS with a kernel 3 wide: 3 for the forward product, 3 taps a phase
+// for the input gradient) the forward and input-gradient kernels take K 3 at a time, the
+// taps kw (or v) = 0, 1, 2 of one kernel row: their runs start at neighbouring elements of
+// the same source row, so the 4 vec4s around them hold all three, loaded once instead of
+// once per k. The host makes chunks of K multiples of 3.
+override TRIPLES: bool = false;
+
+// B[k + i, col .. col + 8] for i = 0, 1, 2 (as k0, k1, k2), k the first of 3 taps of a
+// kernel row: col decoded as c, k as r.
+struct B8x3 {
+    k0: B8,
+    k1: B8,
+    k2: B8,
+}
+
+fn segment8x3(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8x3 {
+    // The runs start at e, e + step and e + 2·step: kw counts up along K in the forward
+    // product, and the input gradient's v reads dY leftwards.
+    let step = select(1, -1, mode == BACKWARD_DATA);
+    let run = run_start(mode, c, r);
+    let e = 4 * run.q + run.s;
+    let low = min(e, e + 2 * step);
+    let q = low >> 2u;
+    let v0 = row_quad(run.base, q, run.quads, run.inside);
+    let v1 = row_quad(run.base, q + 1, run.quads, run.inside);
+    let v2 = row_quad(run.base, q + 2, run.quads, run.inside);
+    let v3 = row_quad(run.base, q + 3, run.quads, run.inside);
+    return B8x3(
+        window8(v0, v1, v2, v3, e - 4 * q),
+        window8(v0, v1, v2, v3, e + step - 4 * q),
+        window8(v0, v1, v2, v3, e + 2 * step - 4 * q),
+    );
+}
+
+// Elements s .. s + 7 of the 16 in v0 .. v3, for s from 0 to 6.
+fn window8(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, s: i32) -> B8 {
+    if (s >= 4) {
+        return shuffle8(v1, v2, v3, s - 4);
+    }
+    return shuffle8(v0, v1, v2, s);
 }
 
 // B[k .. k + 4, col] under SEGMENTS in the weight gradient, for col decoded as c and k (a
@@ -775,7 +835,7 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
         return;
     }
     let quads = ROWS / 4u;
-    let chunk = 1024u / quads;
+    let chunk = select(1024u / quads, 1024u / quads / 3u * 3u, TRIPLES);
     let row0 = (tile / params.tiles_n) * ROWS;
     let col0 = ((tile % params.tiles_n) * GROUP_THREADS + lid) * 8u;
     let left = cols4(mode, col0);
@@ -798,6 +858,15 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
                 acc = block_fma(acc, at + quads, B8(runs_y(l), runs_y(r)));
                 acc = block_fma(acc, at + 2u * quads, B8(runs_z(l), runs_z(r)));
                 acc = block_fma(acc, at + 3u * quads, B8(runs_w(l), runs_w(r)));
+            }
+        } else if (TRIPLES) {
+            // len is a multiple of 3, as is every k0 + kk.
+            for (var kk = 0u; kk < len; kk += 3u) {
+                let b = segment8x3(mode, left.c0, b_row(mode, k0 + kk));
+                let at = kk * quads;
+                acc = block_fma(acc, at, b.k0);
+                acc = block_fma(acc, at + quads, b.k1);
+                acc = block_fma(acc, at + 2u * quads, b.k2);
             }
         } else {
             for (var kk = 0u; kk < len; kk += 1u) {

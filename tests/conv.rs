@@ -201,6 +201,9 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
         // read runs of dy, from one before to one past each pixel.
         dense([2, 3, 6, 16], 4, 3, Conv2d::new(2, 1), false),
         dense([1, 5, 4, 32], 3, 1, Conv2d::new(2, 0), false),
+        // 3 taps a kernel row, taken 3 at a time from 4 vec4s, over K = 180 (forward) and
+        // 216 (input gradient): more than one chunk of staged A in the row-block kernels.
+        dense([1, 20, 4, 8], 24, 3, Conv2d::new(1, 1), false),
         dense([2, 5, 4, 8], 6, 1, Conv2d::new(1, 0), true),
         // A weight gradient of N = 3 columns and M = 20 rows: the wide kernel serves 64
         // slices per workgroup, too many to stage 4 values of K each, and gathers instead.

@@ -516,6 +516,7 @@ fn record_gemm(
             let segments = narrow && row_segments(pass, &params);
             KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
                 .with("SEGMENTS", segments as u8 as f64)
+                .with("TRIPLES", (segments && triples(pass, &params)) as u8 as f64)
         }
         _ => {
             let (threads_m, tile_m, tile_n) = gemm_tile(m, n);
@@ -638,10 +639,15 @@ fn record_rows(
         Pass::BackwardData => "backward_data_rows",
         Pass::BackwardWeight => "backward_weight_rows",
     };
+    let segments = row_segments(pass, &params);
     let spec = KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
         .with("ROWS", rows as f64)
         .with("GROUP_THREADS", threads as f64)
-        .with("SEGMENTS", row_segments(pass, &params) as u8 as f64);
+        .with("SEGMENTS", segments as u8 as f64)
+        .with(
+            "TRIPLES",
+            (segments && !taps && triples(pass, &params)) as u8 as f64,
+        );
     let mut groups = grid(rec.gpu(), params.tiles);
     groups[2] = splits as u32;
     let buffers = gemm_buffers(rec, buffers)?;
@@ -659,6 +665,17 @@ fn row_segments(pass: Pass, p: &GemmParams) -> bool {
         Pass::Forward => p.stride_w == 1 && p.out_w.is_multiple_of(8) && p.in_w.is_multiple_of(4),
         Pass::BackwardData => p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4),
         Pass::BackwardWeight => weight_runs(p) && p.k_per_split.is_multiple_of(4),
+    }
+}
+
+/// Whether a forward or input-gradient product that loads runs (`row_segments`) may take K 3
+/// at a time (`TRIPLES` in `conv2d_gemm.wgsl`): those whose kernel rows (for the input
+/// gradient, a phase's) are 3 taps wide, whose 3 runs lie in 4 neighbouring vec4s.
+fn triples(pass: Pass, p: &GemmParams) -> bool {
+    match pass {
+        Pass::Forward => p.kernel_w == 3,
+        Pass::BackwardData => p.sub_kernel_w == 3,
+        Pass::BackwardWeight => false,
     }
 }
 
