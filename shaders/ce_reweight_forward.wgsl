@@ -18,7 +18,8 @@
 @group(0) @binding(4) var<storage, read_write> sample_stats: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-const WG: u32 = 256u;
+// Threads: a power of two from 8 to 256, set by the host to fit the widest layer.
+override WG: u32 = 256u;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -36,7 +37,7 @@ fn workgroup_sum(lid: u32, value: f32) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn ce_reweight_forward(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32,
                        @builtin(num_workgroups) nwg: vec3<u32>) {

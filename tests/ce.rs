@@ -4,6 +4,7 @@
 
 mod common;
 
+use cenet::gpu::{Gpu, Tuning};
 use cenet::kernels::ce::{
     ce_backward, ce_forward_eval, ce_forward_train, CeOptions, CeSaved, CeState,
 };
@@ -120,18 +121,18 @@ fn random_params(rng: &mut Rng, c: usize, hidden: usize) -> CeParams {
     }
 }
 
-fn write(t: &Tensor, v: &[f64]) {
-    t.write(gpu(), &to_f32(v)).expect("write parameters");
+fn write(gpu: &Gpu, t: &Tensor, v: &[f64]) {
+    t.write(gpu, &to_f32(v)).expect("write parameters");
 }
 
 /// A block on the GPU holding `params`.
-fn gpu_block(case: &Case, params: &CeParams) -> CeState {
-    let mut state = CeState::new(gpu(), case.c, case.options(), 7).expect("CE block");
-    write(&state.theta, &[params.theta]);
-    write(&state.w1, &params.w1);
-    write(&state.gamma_ln, &params.gamma);
-    write(&state.beta_ln, &params.beta);
-    write(&state.w2, &params.w2);
+fn gpu_block(gpu: &Gpu, case: &Case, params: &CeParams) -> CeState {
+    let mut state = CeState::new(gpu, case.c, case.options(), 7).expect("CE block");
+    write(gpu, &state.theta, &[params.theta]);
+    write(gpu, &state.w1, &params.w1);
+    write(gpu, &state.gamma_ln, &params.gamma);
+    write(gpu, &state.beta_ln, &params.beta);
+    write(gpu, &state.w2, &params.w2);
     state.trained_steps = 0;
     state
 }
@@ -147,32 +148,39 @@ fn config(case: &Case, state: &CeState) -> CeConfig {
 }
 
 /// Runs training forward twice (two batches, to exercise the momentum), evaluation, and
-/// backward of the second training pass, comparing everything with the reference.
+/// backward of the second training pass, comparing everything with the reference, on a
+/// device of each kernel tuning.
 fn check_case(case: Case, seed: u64) {
-    let name = format!("{case:?}");
+    for (tuning, gpu) in gpus_of_each_tuning() {
+        check_case_on(gpu, tuning, case, seed);
+    }
+}
+
+fn check_case_on(gpu: &Gpu, tuning: Tuning, case: Case, seed: u64) {
+    let name = format!("{case:?} {tuning:?}");
     let mut rng = Rng::new(seed);
     let hidden = case.c / case.reduction;
     let params = random_params(&mut rng, case.c, hidden);
-    let mut state = gpu_block(&case, &params);
+    let mut state = gpu_block(gpu, &case, &params);
     let cfg = config(&case, &state);
     let mut running = CeRunning::new(case.c / cfg.d, cfg.d);
 
     let mut last: Option<(Vec<f64>, Tensor, CeSaved, CeCache)> = None;
     for step in 0..2 {
         let x = bn_like_input(&mut rng, case.shape(), 0.5);
-        let xt = upload(&case.shape(), &x);
-        let (y, saved) = ce_forward_train(gpu(), &mut state, &xt).expect("training forward");
+        let xt = upload_to(gpu, &case.shape(), &x);
+        let (y, saved) = ce_forward_train(gpu, &mut state, &xt).expect("training forward");
         let (want, cache) = ref_train(&x, case.shape(), &params, &cfg);
         running.update(&cache, f64::from(case.momentum));
         let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
-        let v = as_f64(saved.read_variance(gpu()).unwrap());
+        let v = as_f64(saved.read_variance(gpu).unwrap());
         assert_close(
             &format!("{name} v, step {step}"),
             &v,
             &cache.v,
             TOL_CE_FORWARD,
         );
-        let s = as_f64(saved.read_reweight(gpu()).unwrap());
+        let s = as_f64(saved.read_reweight(gpu).unwrap());
         assert_close(
             &format!("{name} s, step {step}"),
             &s,
@@ -181,7 +189,7 @@ fn check_case(case: Case, seed: u64) {
         );
         assert_close(
             &format!("{name} training forward, step {step}"),
-            &download(&y),
+            &download_from(gpu, &y),
             &want,
             TOL_CE_FORWARD,
         );
@@ -190,56 +198,77 @@ fn check_case(case: Case, seed: u64) {
     assert_eq!(state.trained_steps, 2);
     assert_close(
         &format!("{name} running_wm"),
-        &download(&state.running_wm),
+        &download_from(gpu, &state.running_wm),
         &running.wm,
         TOL_CE_FORWARD,
     );
     assert_close(
         &format!("{name} running_mean"),
-        &download(&state.running_mean),
+        &download_from(gpu, &state.running_mean),
         &running.mean,
         TOL_CE_FORWARD,
     );
     assert_close(
         &format!("{name} running_scale"),
-        &download(&state.running_scale),
+        &download_from(gpu, &state.running_scale),
         &[running.scale],
         TOL_CE_FORWARD,
     );
 
     let (x, xt, saved, cache) = last.expect("two steps ran");
     let dy = through_f32(&rng.normal(case.len()));
-    let grads =
-        ce_backward(gpu(), &state, &xt, &upload(&case.shape(), &dy), &saved).expect("backward");
+    let grads = ce_backward(
+        gpu,
+        &state,
+        &xt,
+        &upload_to(gpu, &case.shape(), &dy),
+        &saved,
+    )
+    .expect("backward");
     let want = ref_backward(&dy, &cache, &params);
     let tol = TOL_CE_GRADIENT;
-    assert_close(&format!("{name} dX"), &download(&grads.x), &want.x, tol);
+    assert_close(
+        &format!("{name} dX"),
+        &download_from(gpu, &grads.x),
+        &want.x,
+        tol,
+    );
     assert_close(
         &format!("{name} dθ"),
-        &download(&grads.theta),
+        &download_from(gpu, &grads.theta),
         &[want.theta],
         tol,
     );
-    assert_close(&format!("{name} dW1"), &download(&grads.w1), &want.w1, tol);
+    assert_close(
+        &format!("{name} dW1"),
+        &download_from(gpu, &grads.w1),
+        &want.w1,
+        tol,
+    );
     assert_close(
         &format!("{name} dγ_ln"),
-        &download(&grads.gamma_ln),
+        &download_from(gpu, &grads.gamma_ln),
         &want.gamma,
         tol,
     );
     assert_close(
         &format!("{name} dβ_ln"),
-        &download(&grads.beta_ln),
+        &download_from(gpu, &grads.beta_ln),
         &want.beta,
         tol,
     );
-    assert_close(&format!("{name} dW2"), &download(&grads.w2), &want.w2, tol);
+    assert_close(
+        &format!("{name} dW2"),
+        &download_from(gpu, &grads.w2),
+        &want.w2,
+        tol,
+    );
 
-    let y = ce_forward_eval(gpu(), &state, &xt).expect("evaluation forward");
+    let y = ce_forward_eval(gpu, &state, &xt).expect("evaluation forward");
     let want = ref_eval(&x, case.shape(), &params, &cfg, &running);
     assert_close(
         &format!("{name} evaluation forward"),
-        &download(&y),
+        &download_from(gpu, &y),
         &want,
         TOL_CE_FORWARD,
     );
@@ -346,13 +375,16 @@ fn ce_covariance_and_output_keep_their_accuracy_over_131072_positions() {
     let case = Case::new(128, 16, 32, 32);
     let mut rng = Rng::new(21);
     let params = random_params(&mut rng, case.c, case.c / 4);
-    let mut state = gpu_block(&case, &params);
-    let geo = state.geometry(&case.shape()).unwrap();
-    assert_eq!(
-        (geo.slices, geo.blocks),
-        (2, 16),
-        "two levels of partials are combined"
-    );
+    let mut state = gpu_block(gpu(), &case, &params);
+    // On this device's tuning: with a thread per statistics unit (CPU), 4 slices of 256
+    // positions per sample, combined 4 samples a block; otherwise 2 slices a sample.
+    let geo = state.geometry_for(&case.shape(), gpu().tuning()).unwrap();
+    let layout = (geo.unit_threads, geo.slices, geo.slice_len, geo.blocks);
+    let want_layout = match gpu().tuning() {
+        Tuning::Cpu => (true, 4, 256, 32),
+        Tuning::Gpu => (false, 2, 512, 16),
+    };
+    assert_eq!(layout, want_layout, "two levels of partials are combined");
     let cfg = config(&case, &state);
     let x = bn_like_input(&mut rng, case.shape(), 4.0);
     let xt = upload(&case.shape(), &x);
@@ -400,7 +432,7 @@ fn ce_covariance_and_output_keep_their_accuracy_over_131072_positions() {
 fn check_degenerate(name: &str, case: Case, x: Vec<f64>, seed: u64, tol: f64) {
     let mut rng = Rng::new(seed);
     let params = random_params(&mut rng, case.c, case.c / 4);
-    let mut state = gpu_block(&case, &params);
+    let mut state = gpu_block(gpu(), &case, &params);
     let cfg = config(&case, &state);
     let xt = upload(&case.shape(), &x);
     let (y, saved) = ce_forward_train(gpu(), &mut state, &xt).expect("training forward");

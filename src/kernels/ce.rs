@@ -12,8 +12,9 @@
 //!
 //! Kernel plan (`shaders/ce_*.wgsl`), forward:
 //! 1. `ce_stats` (forward): per (sample, group, slice of H·W) the mean and the centred d×d
-//!    co-moment, by two passes over the slice (the second from cache) with 4×4 register
-//!    blocks per thread;
+//!    co-moment, with 4×4 register blocks per thread, or under CPU tuning `ce_stats_units`,
+//!    a thread per (sample, group, slice) summing the whole d×d matrix so that it loads
+//!    each value once;
 //! 2. `ce_combine_forward`: per (group, block of ≤ 16 partials) the per-(n, c) spatial mean
 //!    and variance, and a block mean and co-moment (Chan again);
 //! 3. `ce_newton_forward` (training): one workgroup per group combines the blocks into μ and
@@ -34,7 +35,7 @@
 //! several multiply-adds.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, KernelSpec};
+use crate::gpu::{Binding, Gpu, KernelSpec, Tuning};
 use crate::kernels::{expect_nchw, expect_shape, grid, Recorder};
 use crate::tensor::{DType, Tensor};
 
@@ -49,6 +50,10 @@ pub const LAYER_NORM_EPS: f32 = 1e-5;
 /// slices, but never slices shorter than `MIN_SLICE` positions.
 const TARGET_WORKGROUPS: usize = 256;
 const MIN_SLICE: usize = 256;
+/// With a thread per unit (`ce_stats_units`): aim for this many units, in slices of 64 to
+/// 256 positions.
+const TARGET_UNITS: usize = 512;
+const UNIT_SLICE: [usize; 2] = [64, 256];
 /// Most partials one thread combines serially in the combine passes: a block holds
 /// max(1, 16 / S) samples, so the last level combines ⌈N / block⌉ blocks.
 const COMBINE_UNITS: usize = 16;
@@ -111,6 +116,10 @@ pub struct CeGeometry {
     pub block_samples: usize,
     /// Blocks per group, ⌈N / block_samples⌉.
     pub blocks: usize,
+    /// Whether the statistics passes give each (sample, group, slice) unit one thread
+    /// (`ce_stats_units`, under CPU tuning when H·W is a multiple of 4) rather than a
+    /// workgroup (`ce_stats`).
+    pub unit_threads: bool,
 }
 
 impl CeGeometry {
@@ -120,6 +129,14 @@ impl CeGeometry {
 
     fn units(&self) -> usize {
         self.n * self.groups * self.slices
+    }
+
+    /// Workgroups of the statistics passes: one per unit, or one per 64 with unit threads.
+    fn stats_workgroups(&self) -> usize {
+        match self.unit_threads {
+            true => self.units().div_ceil(64),
+            false => self.units(),
+        }
     }
 
     /// Floats per (sample, group, slice) statistics unit: d means or sums, then d×d.
@@ -314,7 +331,27 @@ impl CeState {
         ]
     }
 
-    /// The geometry of a pass over an input of `shape`, checking it against the block.
+    /// The geometry of a pass over an input of `shape` on a device of `tuning`, checking it
+    /// against the block.
+    pub fn geometry_for(&self, shape: &[usize], tuning: Tuning) -> Result<CeGeometry> {
+        let mut geo = self.geometry(shape)?;
+        let hw = geo.hw();
+        if tuning == Tuning::Cpu && hw.is_multiple_of(4) {
+            let wanted = TARGET_UNITS.div_ceil(geo.n * geo.groups);
+            let [shortest, longest] = UNIT_SLICE;
+            let slices = wanted.clamp(hw.div_ceil(longest), hw.div_ceil(shortest).max(1));
+            let slice_len = hw.div_ceil(slices).next_multiple_of(4);
+            geo.slices = hw.div_ceil(slice_len);
+            geo.slice_len = slice_len;
+            geo.block_samples = (COMBINE_UNITS / geo.slices).max(1);
+            geo.blocks = geo.n.div_ceil(geo.block_samples);
+            geo.unit_threads = true;
+        }
+        Ok(geo)
+    }
+
+    /// The geometry of a pass over an input of `shape` on a device of GPU tuning (a
+    /// workgroup per statistics unit), checking it against the block.
     pub fn geometry(&self, shape: &[usize]) -> Result<CeGeometry> {
         let [n, c, h, w] = match shape {
             &[n, c, h, w] => [n, c, h, w],
@@ -370,6 +407,7 @@ impl CeState {
             slice_len,
             block_samples,
             blocks: n.div_ceil(block_samples),
+            unit_threads: false,
         })
     }
 
@@ -421,7 +459,7 @@ pub struct CeSaved {
 impl CeSaved {
     /// Buffers for passes of `state` over inputs of `x_shape`.
     pub fn new(gpu: &Gpu, state: &CeState, x_shape: &[usize]) -> Result<Self> {
-        let geo = state.geometry(x_shape)?;
+        let geo = state.geometry_for(x_shape, gpu.tuning())?;
         let alloc = |shape: &[usize], what: &str| Tensor::uninit(gpu, shape, DType::F32, what);
         Ok(CeSaved {
             geometry: geo,
@@ -601,6 +639,14 @@ fn kernel(shader: &'static str, bindings: &'static [Binding]) -> KernelSpec {
     KernelSpec::new(shader, shader, bindings)
 }
 
+/// One of the reweighting MLP's per-sample kernels, with as many threads as the wider of
+/// its layers rounds up to (8 to 256): a workgroup no wider than its work passes its
+/// barriers quickly where a CPU runs the threads in turn.
+fn mlp_kernel(shader: &'static str, bindings: &'static [Binding], geo: &CeGeometry) -> KernelSpec {
+    let threads = geo.c.max(geo.hidden).next_power_of_two().clamp(8, 256);
+    kernel(shader, bindings).with("WG", threads as f64)
+}
+
 /// One of the passes over every element that work in Elems (`ce_apply`, `ce_input_grad`):
 /// the vec4 variant `shader4` with 4 positions per thread when H·W is a multiple of 4,
 /// with its parameters and the workgroups to dispatch (runs of 128 Elems per group, two per
@@ -627,7 +673,10 @@ fn per_element_pass(
 /// An entry point of `ce_stats.wgsl`, specialised for the group size `d`, in its vec4
 /// variant `ce_stats4` when H·W is a multiple of 4 (then `p.hw_elems` counts vec4s).
 fn stats_kernel(entry: &'static str, geo: &CeGeometry, p: &mut Params) -> KernelSpec {
-    let shader = if geo.hw().is_multiple_of(4) {
+    let shader = if geo.unit_threads {
+        p.hw_elems = (geo.hw() / 4) as u32;
+        "ce_stats_units"
+    } else if geo.hw().is_multiple_of(4) {
         p.hw_elems = (geo.hw() / 4) as u32;
         "ce_stats4"
     } else {
@@ -636,10 +685,10 @@ fn stats_kernel(entry: &'static str, geo: &CeGeometry, p: &mut Params) -> Kernel
     KernelSpec::new(shader, entry, &[R, R, RW, U]).with("D", geo.d as f64)
 }
 
-fn check_saved(state: &CeState, x: &Tensor, saved: &CeSaved) -> Result<CeGeometry> {
+fn check_saved(gpu: &Gpu, state: &CeState, x: &Tensor, saved: &CeSaved) -> Result<CeGeometry> {
     state.check_tensors()?;
     expect_nchw(OP, "input", x)?;
-    let geo = state.geometry(x.shape())?;
+    let geo = state.geometry_for(x.shape(), gpu.tuning())?;
     if geo != saved.geometry {
         let s = saved.geometry;
         return Err(Error::shape(
@@ -666,7 +715,7 @@ fn record_reweight(
         &stats_kernel("forward", &geo, &mut stats_params),
         &[x.buffer(), x.buffer(), saved.partials.buffer()],
         Some(&stats_params),
-        grid(rec.gpu(), geo.units() as u32),
+        grid(rec.gpu(), geo.stats_workgroups() as u32),
     )?;
     rec.dispatch(
         &kernel("ce_combine_forward", &[R, RW, RW, U]),
@@ -692,7 +741,7 @@ fn record_reweight(
         )?;
     }
     rec.dispatch(
-        &kernel("ce_reweight_forward", &[R, R, R, R, RW, U]),
+        &mlp_kernel("ce_reweight_forward", &[R, R, R, R, RW, U], &geo),
         &[
             state.w1.buffer(),
             state.gamma_ln.buffer(),
@@ -757,7 +806,7 @@ pub fn ce_forward_train_into(
     y: &Tensor,
     saved: &mut CeSaved,
 ) -> Result<()> {
-    let geo = check_saved(state, x, saved)?;
+    let geo = check_saved(rec.gpu(), state, x, saved)?;
     expect_shape(OP, "output", y, x.shape())?;
     let p = params(&geo, &state.options, CeMode::Training);
     record_reweight(rec, state, x, saved, &p)?;
@@ -776,7 +825,7 @@ pub fn ce_forward_eval_into(
     y: &Tensor,
     saved: &mut CeSaved,
 ) -> Result<()> {
-    let geo = check_saved(state, x, saved)?;
+    let geo = check_saved(rec.gpu(), state, x, saved)?;
     expect_shape(OP, "output", y, x.shape())?;
     if state.trained_steps == 0 {
         return Err(Error::invalid(
@@ -803,7 +852,7 @@ pub fn ce_backward_into(
     saved: &CeSaved,
     grads: &CeGrads,
 ) -> Result<()> {
-    let geo = check_saved(state, x, saved)?;
+    let geo = check_saved(rec.gpu(), state, x, saved)?;
     if saved.mode != Some(CeMode::Training) {
         return Err(Error::invalid(
             OP,
@@ -841,7 +890,7 @@ pub fn ce_backward_into(
         &stats_kernel("backward", &geo, &mut stats_params),
         &[x.buffer(), dy.buffer(), saved.partials.buffer()],
         Some(&stats_params),
-        grid(gpu, geo.units() as u32),
+        grid(gpu, geo.stats_workgroups() as u32),
     )?;
     rec.dispatch(
         &kernel("ce_combine_backward", &[R, RW, RW, U]),
@@ -865,7 +914,7 @@ pub fn ce_backward_into(
         [geo.groups as u32, 1, 1],
     )?;
     rec.dispatch(
-        &kernel("ce_reweight_backward", &[R, R, R, R, R, R, RW, U]),
+        &mlp_kernel("ce_reweight_backward", &[R, R, R, R, R, R, RW, U], &geo),
         &[
             saved.sample_stats.buffer(),
             state.w1.buffer(),
