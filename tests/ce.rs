@@ -323,6 +323,26 @@ fn ce_matches_reference_for_24_channels_in_groups_of_12_batch_3_at_5x7() {
 }
 
 #[test]
+fn ce_matches_reference_for_groups_of_12_and_2_on_rows_of_whole_vec4s() {
+    // H·W a multiple of 4, so that under CPU tuning a thread sums each statistics unit:
+    // quads of channels past the group's end (12 = 3 quads, 2 = half of one) read as zero.
+    check_case(
+        Case {
+            group_size: 12,
+            ..Case::new(3, 24, 4, 6)
+        },
+        25,
+    );
+    check_case(
+        Case {
+            group_size: 2,
+            ..Case::new(3, 16, 4, 4)
+        },
+        26,
+    );
+}
+
+#[test]
 fn ce_matches_reference_for_16_channels_batch_8_at_32x32() {
     check_case(Case::new(8, 16, 32, 32), 21);
 }
