@@ -791,8 +791,9 @@ fn runs_w(runs: Runs4) -> B4 {
     return B4(runs.c0.w, runs.c1.w, runs.c2.w, runs.c3.w);
 }
 
-// A thread of the row-block kernels: ROWS × 8 of C as units of 16 × 4, left and right
-// column quads of the top 16 rows, then (ROWS = 32) of the bottom 16.
+// A thread of the row-block kernels: ROWS × COLS of C as units of 16 × 4, left and right
+// column quads of the top 16 rows, then those of the bottom 16 (ROWS = 32) or those of
+// columns 8..15 (COLS = 16).
 struct Block {
     top_left: Tile16x4,
     top_right: Tile16x4,
@@ -829,6 +830,24 @@ fn block_fma(acc: Block, at: u32, b: B8) -> Block {
     return out;
 }
 
+// Columns per thread of the row-block kernels: 8, or 16 with ROWS = 16, when Block's
+// bottom units hold columns 8..15 of the same 16 rows (halving the A loads per sum).
+override COLS: u32 = 8u;
+
+// acc + A[16 rows, k] · B[k, 16 columns] (COLS = 16): b the first 8 columns, b2 the rest.
+fn block_fma16(acc: Block, at: u32, b: B8, b2: B8) -> Block {
+    let a0 = a_all[at];
+    let a1 = a_all[at + 1u];
+    let a2 = a_all[at + 2u];
+    let a3 = a_all[at + 3u];
+    return Block(
+        fma16x4(acc.top_left, a0, a1, a2, a3, b.left),
+        fma16x4(acc.top_right, a0, a1, a2, a3, b.right),
+        fma16x4(acc.bottom_left, a0, a1, a2, a3, b2.left),
+        fma16x4(acc.bottom_right, a0, a1, a2, a3, b2.right),
+    );
+}
+
 fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let tile = wid.y * groups.x + wid.x;
     if (tile >= params.tiles) {
@@ -837,9 +856,11 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     let quads = ROWS / 4u;
     let chunk = select(1024u / quads, 1024u / quads / 3u * 3u, TRIPLES);
     let row0 = (tile / params.tiles_n) * ROWS;
-    let col0 = ((tile % params.tiles_n) * GROUP_THREADS + lid) * 8u;
+    let col0 = ((tile % params.tiles_n) * GROUP_THREADS + lid) * COLS;
     let left = cols4(mode, col0);
     let right = cols4(mode, col0 + 4u);
+    let far_left = cols4(mode, col0 + 8u);
+    let far_right = cols4(mode, col0 + 12u);
     let k_begin = wid.z * params.k_per_split;
     let k_end = min(k_begin + params.k_per_split, params.k);
     var acc: Block;
@@ -858,6 +879,23 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
                 acc = block_fma(acc, at + quads, B8(runs_y(l), runs_y(r)));
                 acc = block_fma(acc, at + 2u * quads, B8(runs_z(l), runs_z(r)));
                 acc = block_fma(acc, at + 3u * quads, B8(runs_w(l), runs_w(r)));
+            }
+        } else if (TRIPLES && COLS == 16u) {
+            for (var kk = 0u; kk < len; kk += 3u) {
+                let row = b_row(mode, k0 + kk);
+                let b = segment8x3(mode, left.c0, row);
+                let b2 = segment8x3(mode, far_left.c0, row);
+                let at = kk * quads;
+                acc = block_fma16(acc, at, b.k0, b2.k0);
+                acc = block_fma16(acc, at + quads, b.k1, b2.k1);
+                acc = block_fma16(acc, at + 2u * quads, b.k2, b2.k2);
+            }
+        } else if (COLS == 16u) {
+            for (var kk = 0u; kk < len; kk += 1u) {
+                let row = b_row(mode, k0 + kk);
+                let b = b_eight(mode, left, right, row);
+                let b2 = b_eight(mode, far_left, far_right, row);
+                acc = block_fma16(acc, kk * quads, b, b2);
             }
         } else if (TRIPLES) {
             // len is a multiple of 3, as is every k0 + kk.
@@ -878,7 +916,10 @@ fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     }
     store16x4(mode, col0, wid.z, row0, acc.top_left);
     store16x4(mode, col0 + 4u, wid.z, row0, acc.top_right);
-    if (ROWS == 32u) {
+    if (COLS == 16u) {
+        store16x4(mode, col0 + 8u, wid.z, row0, acc.bottom_left);
+        store16x4(mode, col0 + 12u, wid.z, row0, acc.bottom_right);
+    } else if (ROWS == 32u) {
         store16x4(mode, col0, wid.z, row0 + 16u, acc.bottom_left);
         store16x4(mode, col0 + 4u, wid.z, row0 + 16u, acc.bottom_right);
     }

@@ -625,11 +625,16 @@ fn record_rows(
     buffers: [&wgpu::Buffer; 4],
 ) -> Result<()> {
     let m = params.m as usize;
-    let rows = rows_block(m);
     let taps = kernel == GemmKernel::Taps;
+    // Forward and input-gradient blocks are 16 × 16: half the loads of staged A per sum of
+    // 32 × 8, for more loads of B, which the runs make cheaper.
+    let (rows, cols) = match pass {
+        Pass::BackwardWeight => (rows_block(m), ROWS_COLS),
+        _ => (16, 16),
+    };
     let (threads, tiles_n) = match taps {
         true => group_threads(rec.gpu(), params.in_channels as usize),
-        false => rows_threads(rec.gpu(), params.n as usize),
+        false => group_threads(rec.gpu(), (params.n as usize).div_ceil(cols)),
     };
     params.tiles_n = tiles_n as u32;
     params.tiles = (tiles_n * m.div_ceil(rows)) as u32;
@@ -643,6 +648,7 @@ fn record_rows(
     let spec = KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
         .with("ROWS", rows as f64)
         .with("GROUP_THREADS", threads as f64)
+        .with("COLS", cols as f64)
         .with("SEGMENTS", segments as u8 as f64)
         .with(
             "TRIPLES",
