@@ -715,10 +715,13 @@ struct B8x3 {
 }
 
 fn segment8x3(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8x3 {
+    let run = run_start(mode, c, r);
+    if (mode == FORWARD && params.stride_w == 2u) {
+        return strided8x3(run);
+    }
     // The runs start at e, e + step and e + 2·step: kw counts up along K in the forward
     // product, and the input gradient's v reads dY leftwards.
     let step = select(1, -1, mode == BACKWARD_DATA);
-    let run = run_start(mode, c, r);
     let e = 4 * run.q + run.s;
     let low = min(e, e + 2 * step);
     let q = low >> 2u;
@@ -730,6 +733,23 @@ fn segment8x3(mode: u32, c: vec3<i32>, r: vec3<i32>) -> B8x3 {
         window8(v0, v1, v2, v3, e - 4 * q),
         window8(v0, v1, v2, v3, e + step - 4 * q),
         window8(v0, v1, v2, v3, e + 2 * step - 4 * q),
+    );
+}
+
+// The forward product's 3 taps of a kernel row with stride 2 and padding 1 along the width
+// (the host checks): 8 pixels from ow (a multiple of 8) read every other element from
+// 2·ow − 1 + kw, within vec4s 2·ow/4 − 1 .. 2·ow/4 + 3 of the row (the run starts at the
+// last element of the first).
+fn strided8x3(run: Run) -> B8x3 {
+    let v0 = run_quad(run, 0);
+    let v1 = run_quad(run, 1);
+    let v2 = run_quad(run, 2);
+    let v3 = run_quad(run, 3);
+    let v4 = run_quad(run, 4);
+    return B8x3(
+        B8(B4(v0.w, v1.y, v1.w, v2.y), B4(v2.w, v3.y, v3.w, v4.y)),
+        B8(B4(v1.x, v1.z, v2.x, v2.z), B4(v3.x, v3.z, v4.x, v4.z)),
+        B8(B4(v1.y, v1.w, v2.y, v2.w), B4(v3.y, v3.w, v4.y, v4.w)),
     );
 }
 

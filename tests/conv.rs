@@ -200,6 +200,9 @@ fn conv2d_loading_whole_rows_as_vec4s_matches_reference() {
         // Stride 2 along the width: the input gradient's phases (rows of 8 pixels) still
         // read runs of dy, from one before to one past each pixel.
         dense([2, 3, 6, 16], 4, 3, Conv2d::new(2, 1), false),
+        // The forward product with stride 2 loads every other element of 5 vec4s: rows of 16
+        // output pixels, so that the second 8 start inside the row rather than in padding.
+        dense([1, 3, 4, 32], 5, 3, Conv2d::new(2, 1), false),
         dense([1, 5, 4, 32], 3, 1, Conv2d::new(2, 0), false),
         // 3 taps a kernel row, taken 3 at a time from 4 vec4s, over K = 180 (forward) and
         // 216 (input gradient): more than one chunk of staged A in the row-block kernels.

@@ -668,6 +668,7 @@ fn record_rows(
 /// elements (so they start on a vec4).
 fn row_segments(pass: Pass, p: &GemmParams) -> bool {
     match pass {
+        Pass::Forward if strided_triples(p) => true,
         Pass::Forward => p.stride_w == 1 && p.out_w.is_multiple_of(8) && p.in_w.is_multiple_of(4),
         Pass::BackwardData => p.sub_w.is_multiple_of(8) && p.out_w.is_multiple_of(4),
         Pass::BackwardWeight => weight_runs(p) && p.k_per_split.is_multiple_of(4),
@@ -679,10 +680,22 @@ fn row_segments(pass: Pass, p: &GemmParams) -> bool {
 /// gradient, a phase's) are 3 taps wide, whose 3 runs lie in 4 neighbouring vec4s.
 fn triples(pass: Pass, p: &GemmParams) -> bool {
     match pass {
-        Pass::Forward => p.kernel_w == 3,
+        Pass::Forward => p.kernel_w == 3 && (p.stride_w == 1 || strided_triples(p)),
         Pass::BackwardData => p.sub_kernel_w == 3,
         Pass::BackwardWeight => false,
     }
+}
+
+/// Whether a forward product with stride 2 along the width loads its B as runs, 3 taps at a
+/// time (`strided8x3` in `conv2d_gemm.wgsl`): a kernel 3 wide with padding 1 there, rows of
+/// the output a multiple of 8 pixels and rows of x a multiple of 4 elements. Its 8 pixels'
+/// taps are then every other element of 5 neighbouring vec4s.
+fn strided_triples(p: &GemmParams) -> bool {
+    p.stride_w == 2
+        && p.kernel_w == 3
+        && p.pad_w == 1
+        && p.out_w.is_multiple_of(8)
+        && p.in_w.is_multiple_of(4)
 }
 
 /// Whether the weight gradient's B may be loaded 4 values of K at a time, as one run of a
