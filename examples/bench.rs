@@ -15,8 +15,10 @@
 //! a fresh process each (this program started again with `--train-entry`), so the first
 //! step's time counts from that process's start and includes opening the device and
 //! compiling every pipeline. Throughput is the batch over the median time of the steps after
-//! the first (three, one with `--quick`), each waited for and timed alone.
-//! Speeds are only compared within one run: the table reports ratios to the matmul.
+//! the first (five, one with `--quick`), each waited for and timed alone.
+//! Speeds are only compared within one run: the table reports ratios to the matmul, and each
+//! CE block's ratio to its convolution is the median over pairs of the two timed back to
+//! back (five, one with `--quick`).
 //!
 //!     cargo run --release --example bench -- --profile MODEL BATCH
 //!
@@ -153,7 +155,7 @@ fn run(options: &Options) -> BenchResult<()> {
     progress(&format!("matmul {size}³"));
     let matmul = bench_matmul(&gpu, size, effort)?;
     let convs = bench_convs(&gpu, effort, matmul.gflops)?;
-    let ces = bench_ce(&gpu, effort, &convs)?;
+    let ces = bench_ce(&gpu, effort)?;
     drop(gpu);
 
     let mut entries: Vec<(&str, usize)> = Vec::new();
@@ -168,7 +170,7 @@ fn run(options: &Options) -> BenchResult<()> {
     }
     let mut steps = Vec::new();
     for (model, batch) in entries {
-        let timed = if options.quick { 1 } else { 3 };
+        let timed = if options.quick { 1 } else { 5 };
         progress(&format!(
             "{model} batch {batch}: training steps in a fresh process"
         ));
@@ -219,8 +221,12 @@ fn time_ms(
     while times.len() < effort.runs {
         times.push(timed_run(reps)?);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(times))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn random_tensor(gpu: &Gpu, shape: &[usize], seed: u64) -> cenet::Result<Tensor> {
@@ -477,11 +483,6 @@ fn resnet20_conv_ms(convs: &[ConvResult]) -> f64 {
         .sum()
 }
 
-/// Forward plus both backward passes of a convolution, in milliseconds.
-fn conv_training_ms(convs: &[ConvResult], case: usize) -> f64 {
-    convs.iter().filter(|r| r.case == case).map(|r| r.ms).sum()
-}
-
 // ---------------------------------------------------------------------------------------
 // CE blocks
 
@@ -492,10 +493,13 @@ struct CeResult {
     ms: f64,
     /// The 3×3 stride-1 convolution of this width that precedes the block.
     conv_case: usize,
+    /// Its forward and both backward passes, timed in pairs with the block's.
     conv_ms: f64,
+    /// The median over those pairs of block time / convolution time.
+    ratio: f64,
 }
 
-fn bench_ce(gpu: &Gpu, effort: Effort, convs: &[ConvResult]) -> BenchResult<Vec<CeResult>> {
+fn bench_ce(gpu: &Gpu, effort: Effort) -> BenchResult<Vec<CeResult>> {
     let mut results = Vec::new();
     for (channels, size) in [(16, 32), (32, 16), (64, 8)] {
         let shape = [BATCH, channels, size, size];
@@ -510,12 +514,6 @@ fn bench_ce(gpu: &Gpu, effort: Effort, convs: &[ConvResult]) -> BenchResult<Vec<
         let forward_ms = time_ms(gpu, effort, |rec| {
             ce::ce_forward_train_into(rec, &mut state, &x, &y, &mut saved)
         })?;
-        progress(&format!("ce {channels}×{size}×{size} forward + backward"));
-        let ms = time_ms(gpu, effort, |rec| {
-            ce::ce_forward_train_into(rec, &mut state, &x, &y, &mut saved)?;
-            ce::ce_backward_into(rec, &state, &x, &dy, &saved, &grads)
-        })?;
-
         let conv_case = RESNET20_CONVS
             .iter()
             .position(|c| {
@@ -526,13 +524,43 @@ fn bench_ce(gpu: &Gpu, effort: Effort, convs: &[ConvResult]) -> BenchResult<Vec<
                     && c.stride == 1
             })
             .expect("ResNet-20 has a 3×3 stride-1 convolution at every CE width");
+        let geometry = RESNET20_CONVS[conv_case].geometry();
+        let w_shape = [channels, channels, 3, 3];
+        let w = random_tensor(gpu, &w_shape, 60 + channels as u64)?;
+        let (conv_y, conv_dx) = (y.clone(), grads.x.clone());
+        let dw = Tensor::uninit(gpu, &w_shape, DType::F32, "conv weight gradient")?;
+
+        // The block and its convolution timed back to back, pair after pair, and the median
+        // ratio taken: the machine's speed drifts more between the benchmark's sections
+        // than within a pair.
+        progress(&format!(
+            "ce {channels}×{size}×{size} forward + backward, and its conv"
+        ));
+        let pairs = if effort.runs > 1 { 5 } else { 1 };
+        let single = Effort { runs: 1, ..effort };
+        let (mut ce_times, mut conv_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..pairs {
+            let ce_ms = time_ms(gpu, single, |rec| {
+                ce::ce_forward_train_into(rec, &mut state, &x, &y, &mut saved)?;
+                ce::ce_backward_into(rec, &state, &x, &dy, &saved, &grads)
+            })?;
+            let conv_ms = time_ms(gpu, single, |rec| {
+                conv::forward_into(rec, &geometry, &x, &w, None, &conv_y)?;
+                conv::backward_data_into(rec, &geometry, &dy, &w, &conv_dx)?;
+                conv::backward_weight_into(rec, &geometry, &x, &dy, &dw)
+            })?;
+            ce_times.push(ce_ms);
+            conv_times.push(conv_ms);
+            ratios.push(ce_ms / conv_ms);
+        }
         results.push(CeResult {
             channels,
             size,
             forward_ms,
-            ms,
+            ms: median(ce_times),
             conv_case,
-            conv_ms: conv_training_ms(convs, conv_case),
+            conv_ms: median(conv_times),
+            ratio: median(ratios),
         });
     }
     Ok(results)
@@ -777,7 +805,7 @@ impl Report {
                 r.forward_ms,
                 r.ms,
                 r.conv_ms,
-                r.ms / r.conv_ms
+                r.ratio
             );
         }
         let _ = writeln!(
@@ -842,7 +870,7 @@ impl Report {
                 ("ms", Json::Num(r.ms)),
                 ("conv", Json::Str(RESNET20_CONVS[r.conv_case].label())),
                 ("conv_ms", Json::Num(r.conv_ms)),
-                ("ratio_to_conv", Json::Num(r.ms / r.conv_ms)),
+                ("ratio_to_conv", Json::Num(r.ratio)),
             ])
         });
         let steps = self.steps.iter().map(|s| {
