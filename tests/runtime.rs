@@ -3,7 +3,7 @@
 
 mod common;
 
-use cenet::gpu::AdapterChoice;
+use cenet::gpu::{AdapterChoice, AdapterSummary};
 use cenet::kernels::activation;
 use cenet::{DType, Error, Gpu, Tensor};
 use common::*;
@@ -23,6 +23,27 @@ fn no_matching_adapter_says_what_to_install() {
         text.contains("no-such-adapter-anywhere") && text.contains("mesa-vulkan-drivers"),
         "{text}"
     );
+}
+
+#[test]
+fn a_software_opengl_adapter_comes_with_advice_to_install_the_vulkan_driver() {
+    let summary = |backend, device_type| AdapterSummary {
+        name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+        backend,
+        device_type,
+        driver: String::new(),
+    };
+    let gl = summary(wgpu::Backend::Gl, wgpu::DeviceType::Cpu).advice();
+    assert!(
+        gl.is_some_and(|a| a.contains("mesa-vulkan-drivers")),
+        "{gl:?}"
+    );
+    for (backend, device_type) in [
+        (wgpu::Backend::Vulkan, wgpu::DeviceType::Cpu),
+        (wgpu::Backend::Gl, wgpu::DeviceType::IntegratedGpu),
+    ] {
+        assert_eq!(summary(backend, device_type).advice(), None);
+    }
 }
 
 #[test]

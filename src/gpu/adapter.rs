@@ -156,6 +156,19 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// Advice for an adapter that works but that cenet runs poorly: a software rasteriser
+    /// reached through OpenGL, chosen when no Vulkan driver is installed. wgpu's GL backend
+    /// serves compute less well than its Vulkan one (the same llvmpipe through Vulkan is
+    /// lavapipe), and under test threads it has panicked inside wgpu-hal.
+    pub fn advice(&self) -> Option<&'static str> {
+        let software_gl =
+            self.backend == wgpu::Backend::Gl && self.device_type == wgpu::DeviceType::Cpu;
+        software_gl.then_some(
+            "a software OpenGL adapter: install Mesa's software Vulkan driver (Debian/Ubuntu: \
+             `apt-get install mesa-vulkan-drivers`) to run on lavapipe instead",
+        )
+    }
+
     pub(crate) fn of(adapter: &wgpu::Adapter) -> Self {
         let info = adapter.get_info();
         let driver = format!("{} {}", info.driver, info.driver_info)

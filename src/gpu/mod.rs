@@ -62,6 +62,9 @@ impl Gpu {
             ),
             None => log::info!("cenet: using {summary}, {tuning:?} tuning"),
         }
+        if let Some(advice) = summary.advice() {
+            log::warn!("cenet: {summary} is {advice}");
+        }
 
         // Ask for everything the adapter offers instead of wgpu's conservative defaults, so
         // large tensors and big workgroups work where the hardware allows them.
