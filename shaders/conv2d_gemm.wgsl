@@ -984,7 +984,7 @@ fn weight_small(wid: vec3<u32>, lid: u32, groups: vec3<u32>) {
     // Under SEGMENTS the weight gradient takes K 4 at a time (slices are multiples of 4),
     // so chunks must be too.
     let segments = SEGMENTS && 1024u / (sub * quads) >= 4u;
-    let chunk = select(1024u / (sub * quads), 1024u / (sub * quads) & ~3u, segments);
+    let chunk = select(1024u / (sub * quads), (1024u / (sub * quads)) & ~3u, segments);
     let slices = (params.k + params.k_per_split - 1u) / params.k_per_split;
     let s = lid / col_threads;
     let split = group * sub + s;

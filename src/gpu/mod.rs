@@ -179,33 +179,38 @@ impl Gpu {
     /// Runs `f` inside a validation and out-of-memory error scope and turns anything wgpu
     /// reports into [`Error::Gpu`]. `during` says what was being done.
     pub fn scoped<T>(&self, during: &str, f: impl FnOnce() -> T) -> Result<T> {
-        let oom = self
-            .inner
-            .device
-            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self
-            .inner
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let value = f();
-        let validation = validation.pop();
-        let oom = oom.pop();
-        // On native backends the scope futures are ready at once; on the web they resolve
-        // after a round trip, which `block_on` cannot wait for, so there they are dropped and
-        // errors reach the uncaptured handler instead.
+        // On the web a popped scope's error arrives in a promise after a round trip, which
+        // `block_on` cannot wait for, and an error a scope caught never reaches the
+        // uncaptured handler: a shader the browser rejects would go unreported. So there no
+        // scope is pushed, and errors are reported by the handler, here or at a later call.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let value = f();
+            self.take_uncaptured(during)?;
+            Ok(value)
+        }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            if let Some(e) = pollster::block_on(validation).or(pollster::block_on(oom)) {
+            let oom = self
+                .inner
+                .device
+                .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = self
+                .inner
+                .device
+                .push_error_scope(wgpu::ErrorFilter::Validation);
+            let value = f();
+            let validation = pollster::block_on(validation.pop());
+            let oom = pollster::block_on(oom.pop());
+            if let Some(e) = validation.or(oom) {
                 return Err(Error::Gpu {
                     during: during.to_string(),
                     message: e.to_string(),
                 });
             }
+            self.take_uncaptured(during)?;
+            Ok(value)
         }
-        #[cfg(target_arch = "wasm32")]
-        drop((validation, oom));
-        self.take_uncaptured(during)?;
-        Ok(value)
     }
 
     /// Returns an error if wgpu reported one outside any scope since the last check.

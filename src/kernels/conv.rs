@@ -513,7 +513,7 @@ fn record_gemm(
                 Pass::Forward => entries[0],
                 _ => entries[1],
             };
-            let segments = narrow && row_segments(pass, &params);
+            let segments = narrow && row_segments(rec.gpu(), pass, &params);
             KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
                 .with("SEGMENTS", segments as u8 as f64)
                 .with("TRIPLES", (segments && triples(pass, &params)) as u8 as f64)
@@ -598,7 +598,7 @@ fn record_weight_narrow(
         .with("WIDE", (!narrow) as u32 as f64)
         .with(
             "SEGMENTS",
-            row_segments(Pass::BackwardWeight, &params) as u8 as f64,
+            row_segments(rec.gpu(), Pass::BackwardWeight, &params) as u8 as f64,
         );
     let groups = grid(rec.gpu(), splits.div_ceil(per_group) as u32);
     let buffers = gemm_buffers(
@@ -644,7 +644,7 @@ fn record_rows(
         Pass::BackwardData => "backward_data_rows",
         Pass::BackwardWeight => "backward_weight_rows",
     };
-    let segments = row_segments(pass, &params);
+    let segments = row_segments(rec.gpu(), pass, &params);
     let spec = KernelSpec::new("conv2d_gemm", entry, GEMM_BINDINGS)
         .with("ROWS", rows as f64)
         .with("GROUP_THREADS", threads as f64)
@@ -665,8 +665,13 @@ fn record_rows(
 /// the width, or an input-gradient one (whose neighbouring pixels of a phase read
 /// neighbouring pixels of dY whatever the stride), whose rows of C hold a multiple of 8
 /// columns (so a thread's 8 never straddle two rows) and whose source rows a multiple of 4
-/// elements (so they start on a vec4).
-fn row_segments(pass: Pass, p: &GemmParams) -> bool {
+/// elements (so they start on a vec4). Under CPU tuning only: runs save a software
+/// rasteriser its lane-by-lane loads, while a GPU coalesces the gathers, and SwiftShader in
+/// the browser took minutes longer to compile the run-loading variants.
+fn row_segments(gpu: &Gpu, pass: Pass, p: &GemmParams) -> bool {
+    if gpu.tuning() != Tuning::Cpu {
+        return false;
+    }
     match pass {
         Pass::Forward if strided_triples(p) => true,
         Pass::Forward => p.stride_w == 1 && p.out_w.is_multiple_of(8) && p.in_w.is_multiple_of(4),
