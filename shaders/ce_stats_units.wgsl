@@ -142,6 +142,39 @@ struct Upper {
     b33: mat4x4<f32>,
 }
 
+// acc plus the products of the quads' blocks on and above the diagonal (only the diagonal
+// ones unless `full`), for the quads the group has.
+fn add_upper(acc: Upper, q0: mat4x4<f32>, q1: mat4x4<f32>, q2: mat4x4<f32>, q3: mat4x4<f32>,
+             full: bool) -> Upper {
+    var out = acc;
+    out.b00 += transpose(q0) * q0;
+    if (NB > 1u) {
+        out.b11 += transpose(q1) * q1;
+    }
+    if (NB > 2u) {
+        out.b22 += transpose(q2) * q2;
+    }
+    if (NB > 3u) {
+        out.b33 += transpose(q3) * q3;
+    }
+    if (!full) {
+        return out;
+    }
+    if (NB > 1u) {
+        out.b01 += transpose(q0) * q1;
+    }
+    if (NB > 2u) {
+        out.b02 += transpose(q0) * q2;
+        out.b12 += transpose(q1) * q2;
+    }
+    if (NB > 3u) {
+        out.b03 += transpose(q0) * q3;
+        out.b13 += transpose(q1) * q3;
+        out.b23 += transpose(q2) * q3;
+    }
+    return out;
+}
+
 // A quad minus its channels' shifts.
 fn minus(q: mat4x4<f32>, shift: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(q[0] - shift.x, q[1] - shift.y, q[2] - shift.z, q[3] - shift.w);
@@ -161,11 +194,10 @@ fn first_position(u: Unit, a: u32) -> vec4<f32> {
 fn forward(@builtin(workgroup_id) wid: vec3<u32>,
            @builtin(local_invocation_index) lid: u32,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let index = (wid.y * nwg.x + wid.x) * WG + lid;
-    if (index >= p.n * p.groups * p.slices) {
+    let u = unit_at((wid.y * nwg.x + wid.x) * WG + lid);
+    if (u.index >= p.n * p.groups * p.slices) {
         return;
     }
-    let u = unit_at(index);
     let full = p.training == 1u;
     let f0 = first_position(u, 0u);
     let f1 = first_position(u, 1u);
@@ -177,39 +209,19 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>,
     var s2 = vec4<f32>();
     var s3 = vec4<f32>();
     for (var j = u.e0; j < u.e1; j += 1u) {
+        // Quads past the group's end read as zero without loads.
         let q0 = minus(quad(false, u, 0u, j), f0);
+        let q1 = minus(quad(false, u, 1u, j), f1);
+        let q2 = minus(quad(false, u, 2u, j), f2);
+        let q3 = minus(quad(false, u, 3u, j), f3);
         s0 += column_sums(q0);
-        acc.b00 += transpose(q0) * q0;
-        if (NB > 1u) {
-            let q1 = minus(quad(false, u, 1u, j), f1);
-            s1 += column_sums(q1);
-            acc.b11 += transpose(q1) * q1;
-            if (full) {
-                acc.b01 += transpose(q0) * q1;
-            }
-            if (NB > 2u) {
-                let q2 = minus(quad(false, u, 2u, j), f2);
-                s2 += column_sums(q2);
-                acc.b22 += transpose(q2) * q2;
-                if (full) {
-                    acc.b02 += transpose(q0) * q2;
-                    acc.b12 += transpose(q1) * q2;
-                }
-                if (NB > 3u) {
-                    let q3 = minus(quad(false, u, 3u, j), f3);
-                    s3 += column_sums(q3);
-                    acc.b33 += transpose(q3) * q3;
-                    if (full) {
-                        acc.b03 += transpose(q0) * q3;
-                        acc.b13 += transpose(q1) * q3;
-                        acc.b23 += transpose(q2) * q3;
-                    }
-                }
-            }
-        }
+        s1 += column_sums(q1);
+        s2 += column_sums(q2);
+        s3 += column_sums(q3);
+        acc = add_upper(acc, q0, q1, q2, q3, full);
     }
 
-    let out = index * (D + D * D);
+    let out = u.index * (D + D * D);
     let c = u.count;
     write_quad(out, 0u, f0 + s0 / c);
     write_quad(out, 1u, f1 + s1 / c);
@@ -268,11 +280,10 @@ fn write_row(out: u32, a: u32, row: BlockRow, sums: vec4<f32>) {
 fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) lid: u32,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let index = (wid.y * nwg.x + wid.x) * WG + lid;
-    if (index >= p.n * p.groups * p.slices) {
+    let u = unit_at((wid.y * nwg.x + wid.x) * WG + lid);
+    if (u.index >= p.n * p.groups * p.slices) {
         return;
     }
-    let u = unit_at(index);
     var a0: BlockRow;
     var a1: BlockRow;
     var a2: BlockRow;
@@ -305,7 +316,7 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>,
             a3 = add_row(a3, g3, x0, x1, x2, x3);
         }
     }
-    let out = index * (D + D * D);
+    let out = u.index * (D + D * D);
     write_row(out, 0u, a0, s0);
     write_row(out, 1u, a1, s1);
     write_row(out, 2u, a2, s2);

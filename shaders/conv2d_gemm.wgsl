@@ -534,10 +534,12 @@ struct Narrow {
 
 // acc + A[16 rows, k] · B[k, 8 columns], A's 4 row quads at a_all[at..].
 fn narrow_fma(acc: Narrow, at: u32, b: B8) -> Narrow {
-    let a0 = a_all[at];
-    let a1 = a_all[at + 1u];
-    let a2 = a_all[at + 2u];
-    let a3 = a_all[at + 3u];
+    return fma16x8(acc, a_all[at], a_all[at + 1u], a_all[at + 2u], a_all[at + 3u], b);
+}
+
+// acc + A[16 rows, k] · B[k, 8 columns], the rows given as 4 quads.
+fn fma16x8(acc: Narrow, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+           b: B8) -> Narrow {
     return Narrow(
         fma16x4(acc.left, a0, a1, a2, a3, b.left),
         fma16x4(acc.right, a0, a1, a2, a3, b.right),
@@ -860,12 +862,9 @@ fn block_fma16(acc: Block, at: u32, b: B8, b2: B8) -> Block {
     let a1 = a_all[at + 1u];
     let a2 = a_all[at + 2u];
     let a3 = a_all[at + 3u];
-    return Block(
-        fma16x4(acc.top_left, a0, a1, a2, a3, b.left),
-        fma16x4(acc.top_right, a0, a1, a2, a3, b.right),
-        fma16x4(acc.bottom_left, a0, a1, a2, a3, b2.left),
-        fma16x4(acc.bottom_right, a0, a1, a2, a3, b2.right),
-    );
+    let left = fma16x8(Narrow(acc.top_left, acc.top_right), a0, a1, a2, a3, b);
+    let right = fma16x8(Narrow(acc.bottom_left, acc.bottom_right), a0, a1, a2, a3, b2);
+    return Block(left.left, left.right, right.left, right.right);
 }
 
 fn gemm_rows(mode: u32, wid: vec3<u32>, lid: u32, groups: vec3<u32>) {

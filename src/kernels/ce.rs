@@ -127,6 +127,20 @@ impl CeGeometry {
         self.h * self.w
     }
 
+    /// This geometry with H·W cut into slices of `slice_len` positions (the last may be
+    /// shorter), and the combine passes' blocks sized for that many slices.
+    fn sliced(self, slice_len: usize) -> Self {
+        let slices = self.hw().div_ceil(slice_len);
+        let block_samples = (COMBINE_UNITS / slices).max(1);
+        CeGeometry {
+            slices,
+            slice_len,
+            block_samples,
+            blocks: self.n.div_ceil(block_samples),
+            ..self
+        }
+    }
+
     fn units(&self) -> usize {
         self.n * self.groups * self.slices
     }
@@ -340,11 +354,7 @@ impl CeState {
             let wanted = TARGET_UNITS.div_ceil(geo.n * geo.groups);
             let [shortest, longest] = UNIT_SLICE;
             let slices = wanted.clamp(hw.div_ceil(longest), hw.div_ceil(shortest).max(1));
-            let slice_len = hw.div_ceil(slices).next_multiple_of(4);
-            geo.slices = hw.div_ceil(slice_len);
-            geo.slice_len = slice_len;
-            geo.block_samples = (COMBINE_UNITS / geo.slices).max(1);
-            geo.blocks = geo.n.div_ceil(geo.block_samples);
+            geo = geo.sliced(hw.div_ceil(slices).next_multiple_of(4));
             geo.unit_threads = true;
         }
         Ok(geo)
@@ -392,9 +402,7 @@ impl CeState {
             // Whole vec4s per slice for the statistics' vec4 variant.
             slice_len = slice_len.next_multiple_of(4);
         }
-        let slices = hw.div_ceil(slice_len);
-        let block_samples = (COMBINE_UNITS / slices).max(1);
-        Ok(CeGeometry {
+        let geo = CeGeometry {
             n,
             c,
             h,
@@ -403,12 +411,13 @@ impl CeState {
             groups,
             hidden: self.hidden(),
             iterations: self.options.iterations,
-            slices,
-            slice_len,
-            block_samples,
-            blocks: n.div_ceil(block_samples),
+            slices: 1,
+            slice_len: hw,
+            block_samples: 1,
+            blocks: n,
             unit_threads: false,
-        })
+        };
+        Ok(geo.sliced(slice_len))
     }
 
     fn check_tensors(&self) -> Result<()> {

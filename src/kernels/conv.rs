@@ -379,8 +379,8 @@ pub enum GemmKernel {
     /// product.
     Rows,
     /// The weight gradient of a 3×3 kernel, a thread per input channel with its 9 taps ×
-    /// 16 or 32 rows: stride 1 along the width, padding along it at most 2, rows of x and dY
-    /// a multiple of 4 elements.
+    /// 16 or 32 rows: stride 1 or 2 and padding 1 along the width, rows of x and dY a
+    /// multiple of 4 elements.
     Taps,
 }
 
@@ -583,9 +583,14 @@ fn record_weight_narrow(
         Tuning::Gpu => TARGET_WORKGROUPS,
     };
     let wanted = (target * per_group).min(positions.div_ceil(MIN_SPLIT_K));
-    let step = if weight_runs(&g.gemm_params()) { 4 } else { 1 };
-    let [splits, k_per_split] =
-        split_reduction(rec.gpu(), positions, m * n, wanted, MAX_SPLIT_K, step);
+    let [splits, k_per_split] = split_reduction(
+        rec.gpu(),
+        positions,
+        m * n,
+        wanted,
+        MAX_SPLIT_K,
+        weight_step(&g.gemm_params()),
+    );
     let partial = partial_sums(rec, splits, dw, "conv2d_backward_weight partial sums")?;
     let params = GemmParams {
         m: m as u32,
@@ -709,6 +714,16 @@ fn strided_triples(p: &GemmParams) -> bool {
 /// elements. The slices of K must then be multiples of 4 as well.
 fn weight_runs(p: &GemmParams) -> bool {
     p.stride_w == 1 && p.out_w.is_multiple_of(4) && p.in_w.is_multiple_of(4)
+}
+
+/// What the weight gradient's slices of K are made multiples of: 4 where its B may load as
+/// runs, else 1.
+fn weight_step(p: &GemmParams) -> usize {
+    if weight_runs(p) {
+        4
+    } else {
+        1
+    }
 }
 
 /// Whether `backward_weight_taps` can run the weight gradient of `g`: a dense 3×3 kernel
@@ -1052,8 +1067,7 @@ fn record_backward_weight(
     let (blocks, step) = match kernel {
         GemmKernel::Rows => {
             let (_, tiles_n) = rows_threads(rec.gpu(), n);
-            let step = if weight_runs(&params) { 4 } else { 1 };
-            (tiles_n * m.div_ceil(rows_block(m)), step)
+            (tiles_n * m.div_ceil(rows_block(m)), weight_step(&params))
         }
         GemmKernel::Taps => {
             let (_, tiles_n) = group_threads(rec.gpu(), g.in_channels);
